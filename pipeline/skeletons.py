@@ -252,7 +252,8 @@ def convert_keypoints(keypoints: np.ndarray, src: str, dst: str) -> np.ndarray:
     their two scores; openpose18 -> coco17 drops the neck.
     """
     kp = np.asarray(keypoints, dtype=np.float32)
-    src_l, dst_l = get_layout(src), get_layout(dst)
+    src_l = get_layout(src)
+    get_layout(dst)  # a clear error for an unknown target layout
     if kp.shape[-2] != src_l.num_joints:
         raise ValueError(
             f"keypoints have {kp.shape[-2]} joints; layout {src} has {src_l.num_joints}"
@@ -267,9 +268,7 @@ def convert_keypoints(keypoints: np.ndarray, src: str, dst: str) -> np.ndarray:
         return out
     if (src, dst) == ("openpose18", "coco17"):
         return kp[..., _COCO_FROM_OPENPOSE, :].copy()
-    raise ValueError(
-        f"no conversion from layout {src} to {dst}; supported: coco17 <-> openpose18"
-    )
+    raise ValueError(f"no conversion from layout {src} to {dst}; supported: coco17 <-> openpose18")
 
 
 def flip_keypoints(keypoints: np.ndarray, width: int, layout: str | Layout) -> np.ndarray:
