@@ -19,6 +19,7 @@ import os
 import re
 import tarfile
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "encode_raster",
     "write_tar",
     "ShardSetWriter",
+    "remove_temporaries",
     "iter_tar",
     "group_members",
     "decode_pose",
@@ -144,20 +146,34 @@ def write_tar(fileobj: IO[bytes], members: Iterable[tuple[str, bytes]]) -> int:
     return total
 
 
+TMP_PREFIX = ".tmp-"
+
+
 class ShardSetWriter:
     """Writes the rgb, pose and raster shards of one shard number, aligned, atomically.
 
-    Members go to local temporary files; ``commit()`` moves all three to their final names (a
-    rename on local disk, a complete upload on object storage). Until then nothing under a
-    shard's final name exists, so a killed build never leaves a shard that looks whole.
+    Local output: members go to hidden temporary files in the split folder, renamed onto their
+    final names by ``commit()``. Object storage: members go to local temporary files, uploaded by
+    ``commit()`` (an object is visible only once its upload completes). Either way nothing under a
+    shard's final name exists before it is whole, so a killed build never leaves a shard that
+    looks complete; a resumed build deletes leftover ``.tmp-*`` files.
     """
 
     def __init__(self, split_url: str, number: int, kinds: tuple[str, ...] = KINDS):
         self.split_url = split_url
         self.number = number
         self.kinds = kinds
-        self._dir = tempfile.mkdtemp(prefix=f"shard-{number:06d}-")
-        self._files = {k: open(os.path.join(self._dir, shard_name(k, number)), "wb") for k in kinds}
+        self._remote = storage.is_remote(split_url)
+        if self._remote:
+            self._dir = tempfile.mkdtemp(prefix=f"shard-{number:06d}-")
+        else:
+            self._dir = storage.strip_protocol(split_url)
+            os.makedirs(self._dir, exist_ok=True)
+        tag = uuid.uuid4().hex[:12]
+        self._tmp = {
+            k: os.path.join(self._dir, f"{TMP_PREFIX}{tag}-{shard_name(k, number)}") for k in kinds
+        }
+        self._files = {k: open(self._tmp[k], "wb") for k in kinds}
         self._tars = {
             k: tarfile.open(fileobj=self._files[k], mode="w", format=tarfile.USTAR_FORMAT)
             for k in kinds
@@ -175,46 +191,70 @@ class ShardSetWriter:
 
     def add(self, sample: Sample) -> int:
         """Add a sample to every shard kind; returns its payload bytes."""
-        encoded = {
+        encoders = {
             "rgb": lambda: encode_rgb(sample.key, sample.frames, sample.frame_indices),
             "pose": lambda: encode_pose(
                 sample.key, sample.keypoints, sample.frame_indices, sample.meta
             ),
             "raster": lambda: encode_raster(sample.key, sample.heatmaps, sample.pafs),
         }
-        total = sum(self._add(kind, encoded[kind]()) for kind in self.kinds)
+        total = sum(self._add(kind, encoders[kind]()) for kind in self.kinds)
         self.keys.append(sample.key)
         return total
 
-    def commit(self) -> list[str]:
-        """Close the tars and move them to their final names; returns the final URLs."""
-        urls = []
-        for kind in self.kinds:
-            self._tars[kind].close()
-            self._files[kind].close()
-        storage.makedirs(self.split_url)
-        for kind in self.kinds:
-            url = storage.join(self.split_url, shard_name(kind, self.number))
-            storage.put_file_atomic(os.path.join(self._dir, shard_name(kind, self.number)), url)
-            urls.append(url)
-        self.abort()
-        return urls
-
-    def abort(self) -> None:
+    def _close(self) -> None:
         for kind in self.kinds:
             if not self._files[kind].closed:
                 self._tars[kind].close()
                 self._files[kind].close()
-        for name in os.listdir(self._dir):
-            os.remove(os.path.join(self._dir, name))
-        os.rmdir(self._dir)
+
+    def commit(self) -> list[str]:
+        """Close the tars and move them to their final names; returns the final URLs."""
+        self._close()
+        urls = []
+        for kind in self.kinds:
+            url = storage.join(self.split_url, shard_name(kind, self.number))
+            if self._remote:
+                storage.put_file_atomic(self._tmp[kind], url)
+                os.remove(self._tmp[kind])
+            else:
+                os.replace(self._tmp[kind], storage.strip_protocol(url))
+            urls.append(url)
+        self._cleanup()
+        return urls
+
+    def abort(self) -> None:
+        self._close()
+        for path in self._tmp.values():
+            if os.path.exists(path):
+                os.remove(path)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._remote and os.path.isdir(self._dir):
+            os.rmdir(self._dir)
 
     def __enter__(self) -> ShardSetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None and os.path.isdir(self._dir):
+        if exc_type is not None:
             self.abort()
+
+
+def remove_temporaries(split_url: str) -> int:
+    """Delete temporary files a killed build left in a local split folder; returns how many."""
+    if storage.is_remote(split_url):
+        return 0
+    directory = storage.strip_protocol(split_url)
+    if not os.path.isdir(directory):
+        return 0
+    removed = 0
+    for name in os.listdir(directory):
+        if name.startswith(TMP_PREFIX):
+            os.remove(os.path.join(directory, name))
+            removed += 1
+    return removed
 
 
 def iter_tar(fileobj: IO[bytes]) -> Iterator[tuple[str, bytes]]:
