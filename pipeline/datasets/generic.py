@@ -82,9 +82,9 @@ def load_generic(options: AdapterOptions) -> Manifest:
 
     unlisted = 0
     if options.videos and storage.isdir(options.videos):
-        listed = {storage.strip_protocol(i.source) for i in items}
+        used = {storage.strip_protocol(i.source) for i in items}
         present = list_files(options.videos, VIDEO_EXTENSIONS).values()
-        unlisted = sum(1 for p in present if storage.strip_protocol(p) not in listed)
+        unlisted = sum(1 for p in present if storage.strip_protocol(p) not in used)
     return Manifest(
         dataset="generic",
         classes=classes,

@@ -1,0 +1,214 @@
+"""`pipeline`: build, inspect, verify, show and export sharded action-recognition datasets."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user mistakes into a one-line error and exit code 1 (2 for usage); never a traceback.
+
+    Anything else is a bug and keeps its traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .build import BuildError
+        from .formats import PoseFileError
+
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted; run the same command again to resume", err=True)
+            sys.exit(130)
+        except (BuildError, PoseFileError, FileNotFoundError, NotADirectoryError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0]) from None
+        except (ValueError, RuntimeError) as exc:
+            if getattr(exc, "__module__", "").startswith(("ray", "torch")):
+                raise
+            raise click.ClickException(
+                str(exc).splitlines()[0] if str(exc) else repr(exc)
+            ) from None
+
+    return wrapper
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="pipeline")
+def main() -> None:
+    """Turn raw action-recognition videos into sharded training data.
+
+    \b
+    Typical use:
+      pipeline synth --dataset kinetics --out demo/raw
+      pipeline build --dataset kinetics --videos demo/raw/videos \\
+          --annotations demo/raw/annotations.csv --classes demo/raw/classes.txt \\
+          --pose precomputed --poses demo/raw/skeletons --out demo/shards
+      pipeline verify demo/shards
+    """
+
+
+def _parse_pose_options(values: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"expected KEY=VALUE, got {value!r}", param_hint="--pose-option"
+            )
+        options[key.replace("-", "_")] = _coerce(raw)
+    return options
+
+
+def _coerce(raw: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    return raw
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Choice(["kinetics", "mimetics", "ntu", "generic"]),
+    help="Annotation format of the input.",
+)
+@click.option(
+    "--videos", required=True, metavar="URL", help="Folder of videos (local path or s3://...)."
+)
+@click.option(
+    "--annotations", metavar="URL", help="Annotation CSV (or a folder of CSVs). Not needed for ntu."
+)
+@click.option(
+    "--out", required=True, metavar="URL", help="Output dataset root (local path or s3://...)."
+)
+@click.option(
+    "--split",
+    metavar="NAMES",
+    help="Build only these splits (comma separated). Default: every split in the annotations.",
+)
+@click.option(
+    "--classes",
+    metavar="FILE",
+    help="Class list, one name per line: its order is the label order; other classes are filtered out.",
+)
+@click.option(
+    "--pose",
+    type=click.Choice(["mediapipe", "mmpose", "precomputed"]),
+    default="mediapipe",
+    show_default=True,
+    help="Where keypoints come from.",
+)
+@click.option(
+    "--poses",
+    metavar="URL",
+    help="Precomputed poses: a folder of kinetics-skeleton .json / NTU .skeleton files, or an mmaction/pyskl .pkl.",
+)
+@click.option(
+    "--poses-fps",
+    default="auto",
+    show_default=True,
+    metavar="auto|native|N",
+    help="Time alignment of kinetics-skeleton files.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["coco17", "openpose18", "ntu25"]),
+    help="Convert keypoints to this layout. Default: the source's.",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["xsub", "xview", "xset"]),
+    help="NTU train/val protocol (default xsub).",
+)
+@click.option(
+    "--ray-address", metavar="ADDR", help="Ray cluster to run on (default: start a local Ray)."
+)
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=1),
+    help="Parallel shard tasks (and pose actors). Default: CPU count.",
+)
+@click.option(
+    "--samples-per-shard",
+    type=click.IntRange(min=1),
+    help="Videos per shard. Default: min(100, split size / 8).",
+)
+@click.option(
+    "--frame-stride",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Keep every N-th source frame.",
+)
+@click.option(
+    "--short-side",
+    type=click.IntRange(min=16),
+    default=256,
+    show_default=True,
+    help="Stored frame short side (pixels).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="At most this many videos per split (after shuffling).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shard order.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete an existing build in --out and start over (default: resume).",
+)
+@click.option(
+    "--pose-option",
+    "pose_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Pose backend option, e.g. det_config=... for mmpose (repeatable).",
+)
+@click.option("--verbose", is_flag=True, help="Show the Ray workers' logs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def build(**kwargs: Any) -> None:
+    """Build WebDataset shards (rgb, pose, raster) from videos and annotations.
+
+    Resumes by default: a rerun after a crash or Ctrl-C builds only the shards that are
+    missing. Bad videos are logged to errors.parquet and the build goes on.
+    """
+    from .build import BuildOptions
+    from .build import build as run_build
+    from .report import print_build_summary
+
+    quiet = kwargs.pop("quiet")
+    pose_options = _parse_pose_options(kwargs.pop("pose_option"))
+    options = BuildOptions(**kwargs, pose_options=pose_options)
+    summary = run_build(options, show_progress=not quiet)
+    print_build_summary(summary)
+
+
+def _register_optional_commands() -> None:
+    from .synth.cli import synth
+    from .tools import export, inspect_dataset, show, verify
+
+    main.add_command(synth, "synth")
+    main.add_command(inspect_dataset, "inspect")
+    main.add_command(verify, "verify")
+    main.add_command(show, "show")
+    main.add_command(export, "export")
+
+
+_register_optional_commands()

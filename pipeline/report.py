@@ -1,0 +1,44 @@
+"""One-screen summaries printed at the end of long commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["human_bytes", "print_build_summary"]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def print_build_summary(summary: Any, console: Console | None = None) -> None:
+    console = console or Console(stderr=False)
+    table = Table(title=f"build summary: {summary.out}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    errors = sum(summary.errors_by_stage.values())
+    table.add_row("annotation rows", str(summary.listed))
+    table.add_row("filtered (class not in --classes)", str(summary.filtered))
+    table.add_row("listed but missing", str(summary.missing))
+    table.add_row("present but not listed", str(summary.unlisted))
+    table.add_row("videos planned", str(summary.videos))
+    table.add_row("samples written", str(summary.samples))
+    table.add_row("  with no person in any frame", str(summary.no_person))
+    by_stage = ", ".join(f"{k} {v}" for k, v in sorted(summary.errors_by_stage.items()))
+    table.add_row("errors", f"{errors}" + (f" ({by_stage})" if by_stage else ""))
+    for split, counts in sorted(summary.splits.items()):
+        table.add_row(f"  split {split}", f"{counts['samples']} samples, {counts['errors']} errors")
+    table.add_row("shards", f"{summary.shards} ({summary.shards_resumed} already done)")
+    sizes = ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(summary.bytes_by_kind.items()))
+    table.add_row("bytes", sizes or "0")
+    table.add_row("time", f"{summary.seconds:.1f} s ({summary.videos_per_second:.2f} videos/s)")
+    console.print(table)
+    if errors:
+        console.print(f"errors are listed in {summary.out}/<split>/errors.parquet")
