@@ -9,7 +9,8 @@ Time alignment of kinetics-skeleton files (``--poses-fps``):
 - ``native``: index-aligned (file frame i + 1 is source frame i);
 - a number N: time-aligned at N fps (source frame i at time i / fps is file frame
   round(i / fps * N) + 1).
-NTU skeletons and pickles are index-aligned (they were made from the same frames).
+NTU skeletons and pickles are index-aligned (they were made from the same frames). NTU
+colour coordinates are pixels of the 1920x1080 colour frame.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .. import storage
 
 __all__ = ["load_precomputed", "align_frames", "rescale_keypoints", "guess_layout", "AUTO_FPS"]
 
+NTU_COLOR_HW = (1080, 1920)  # Kinect v2 colour frame of NTU RGB+D
 AUTO_FPS = 30.0  # ST-GCN's Kinetics skeletons were made from 30 fps videos
 
 
@@ -131,7 +133,9 @@ def load_precomputed(
             skel = read_ntu_skeleton(f)
         frames = np.arange(1, skel.keypoints.shape[0] + 1)
         kp = align_frames(frames, skel.keypoints, kept_indices, source_frames, fps, "native")
-        return rescale_keypoints(kp, source_hw, stored_hw), "ntu25", True
+        # colorX/colorY are pixels of the Kinect's 1920x1080 colour frame, whatever size the
+        # video file at hand was resized to.
+        return rescale_keypoints(kp, NTU_COLOR_HW, stored_hw), "ntu25", True
     if ext in (".pkl", ".pickle"):
         index = _pickle_index(str(url))
         entry = index.get(item.key) or index.get(extra.get("ntu_name", ""))

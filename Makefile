@@ -1,0 +1,34 @@
+# Two entry points, each doing its own set-up on a fresh machine:
+#   make demo   synthetic data -> pipeline build -> train fit (both stages) -> train eval
+#   make test   lint + the test suite (what CI runs: .ci/run)
+# The virtual environment lives in .venv; torch is the CPU build pinned in requirements/cpu.txt.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint demo clean-demo
+
+$(BIN)/.installed: setup.cfg requirements/cpu.txt requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/cpu.txt
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv
+	PATH=$(abspath $(BIN)):$$PATH ./scripts/demo.sh $(DEMO)
+
+clean-demo:
+	rm -rf $(DEMO)
