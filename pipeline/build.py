@@ -14,12 +14,12 @@ after the shard's three tars are in place. ``index.parquet``, ``errors.parquet``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +37,16 @@ from .dataset_info import (
 from .datasets import AdapterOptions, Manifest, VideoItem, load_manifest
 from .shards import KINDS, Sample, ShardSetWriter, remove_temporaries, shard_name
 
-__all__ = ["BuildOptions", "BuildSummary", "ShardSpec", "plan_shards", "build", "BuildError"]
+__all__ = [
+    "BuildOptions",
+    "BuildSummary",
+    "ShardSpec",
+    "plan_shards",
+    "build",
+    "BuildError",
+    "shard_task_options",
+    "pose_actor_options",
+]
 
 BUILD_DIR = "_build"
 POSE_CHOICES = ("mediapipe", "mmpose", "precomputed")
@@ -143,9 +152,14 @@ def plan_shards(
     return plan
 
 
+def _plan_digest(plan: dict[str, list[ShardSpec]]) -> str:
+    keys = {split: [[i.key for i in spec.items] for spec in specs] for split, specs in plan.items()}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
 def _stable_hash(text: str) -> int:
     # Python's hash() is salted per process; the plan must not be.
-    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little")
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 # --------------------------------------------------------------------------- per video
@@ -466,8 +480,6 @@ def _init_ray(options: BuildOptions, logical_cpus: int) -> None:
 
 def build(options: BuildOptions, show_progress: bool = True) -> BuildSummary:
     """Build (or resume) a dataset; returns counts for the summary."""
-    from .persons import persons_per_frame  # noqa: F401  (imported early: fail fast)
-
     started = time.monotonic()
     _check_options(options)
     try:
@@ -499,7 +511,9 @@ def build(options: BuildOptions, show_progress: bool = True) -> BuildSummary:
     plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
     fingerprint = options.fingerprint() | {
         "classes": manifest.classes,
-        "shards": {s: [[i.key for i in spec.items] for spec in specs] for s, specs in plan.items()},
+        # The plan itself (which key goes to which shard), as a digest: resuming with another
+        # plan would mix two datasets.
+        "plan_sha256": _plan_digest(plan),
         "format_version": 1,
     }
     _prepare_output(options, fingerprint)
@@ -554,6 +568,18 @@ def _pose_source_info(options: BuildOptions, manifest: Manifest) -> tuple[str, b
     return "coco17", options.pose == "mediapipe"
 
 
+def shard_task_options(options: BuildOptions) -> dict[str, Any]:
+    """Ray options of the per-shard task: one CPU and never a GPU (decode, raster, write)."""
+    return {"num_cpus": 1, "num_gpus": 0, "max_calls": options.max_calls}
+
+
+def pose_actor_options(name: str) -> dict[str, Any]:
+    """Ray options of a pose actor of backend ``name``: :func:`pipeline.pose.resources`."""
+    from .pose import resources
+
+    return resources(name)
+
+
 def _run(
     options: BuildOptions,
     todo: list[ShardSpec],
@@ -571,12 +597,12 @@ def _run(
 
     actors: list[Any] = []
     if uses_actor:
-        from .pose import make_pose_actor_class, resources
+        from .pose import make_pose_actor_class
 
-        actor_cls = make_pose_actor_class(**resources(options.pose))
+        actor_cls = make_pose_actor_class(**pose_actor_options(options.pose))
         actors = [actor_cls.remote(options.pose, options.pose_options) for _ in range(workers)]
     progress = _progress_actor()
-    task = ray.remote(num_cpus=1, num_gpus=0, max_calls=options.max_calls)(build_shard)
+    task = ray.remote(**shard_task_options(options))(build_shard)
 
     refs = {}
     queue = list(todo)
@@ -644,15 +670,19 @@ def _finalize(
     tracked: bool,
     summary: BuildSummary,
 ) -> None:
-    import pyarrow as pa
-
     split_info: dict[str, dict[str, Any]] = {}
     incomplete = []
+    # Every manifest error names its split; one that cannot (none so far) goes to the first.
+    first = min(plan)
+    manifest_errors = {
+        split: [e for e in manifest.errors if e.split == split or (not e.split and split == first)]
+        for split in plan
+    }
     for split, specs in plan.items():
         index_rows: list[dict[str, Any]] = []
-        error_rows: list[dict[str, Any]] = [
-            asdict(e) for e in manifest.errors if e.split in ("", split)
-        ]
+        error_rows: list[dict[str, Any]] = [asdict(e) for e in manifest_errors[split]]
+        for e in manifest_errors[split]:
+            summary.errors_by_stage[e.stage] = summary.errors_by_stage.get(e.stage, 0) + 1
         for spec in specs:
             url = _record_url(options.out, split, spec.number)
             if not storage.exists(url):
@@ -669,10 +699,7 @@ def _finalize(
             summary.no_person += record["stats"].get("no_person", 0)
             for kind, n in record["bytes"].items():
                 summary.bytes_by_kind[kind] = summary.bytes_by_kind.get(kind, 0) + n
-        for e in manifest.errors:
-            if e.split in ("", split):
-                summary.errors_by_stage[e.stage] = summary.errors_by_stage.get(e.stage, 0) + 1
-        _write_parquet(storage.join(options.out, split, INDEX_PARQUET), index_rows, _INDEX_SCHEMA)
+        _write_parquet(storage.join(options.out, split, INDEX_PARQUET), index_rows, _INDEX_FIELDS)
         _write_parquet(
             storage.join(options.out, split, ERRORS_PARQUET),
             [
@@ -715,7 +742,6 @@ def _finalize(
         },
     )
     info.save(options.out)
-    _ = pa  # pyarrow is imported for _write_parquet's schemas
 
 
 _INDEX_FIELDS = (
@@ -733,7 +759,6 @@ _INDEX_FIELDS = (
     ("num_persons", "int32"),
     ("bytes", "int64"),
 )
-_INDEX_SCHEMA = _INDEX_FIELDS
 _ERRORS_SCHEMA = (
     ("source", "string"),
     ("stage", "string"),
@@ -756,6 +781,3 @@ def _write_parquet(
     buf = io.BytesIO()
     pq.write_table(table, buf)
     storage.write_bytes_atomic(url, buf.getvalue())
-
-
-ProgressCallback = Callable[[int], None]

@@ -42,6 +42,7 @@ __all__ = [
     "ShardSetWriter",
     "remove_temporaries",
     "iter_tar",
+    "TarCorrupt",
     "group_members",
     "decode_pose",
     "decode_raster",
@@ -257,14 +258,90 @@ def remove_temporaries(split_url: str) -> int:
     return removed
 
 
+class TarCorrupt(ValueError):
+    """A shard that does not read to its end-of-archive marker (truncated or damaged)."""
+
+
+_BLOCK = 512
+
+
+def _read_exact(fileobj: IO[bytes], n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = fileobj.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _header_field(block: bytes, start: int, length: int) -> str:
+    return block[start : start + length].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _header_size(block: bytes) -> int:
+    raw = block[124:136]
+    if raw[0] & 0x80:  # GNU base-256 size for members over 8 GiB
+        return int.from_bytes(raw[1:], "big")
+    text = raw.split(b"\0", 1)[0].strip() or b"0"
+    return int(text, 8)
+
+
+def _pax_path(data: bytes) -> str | None:
+    # PAX records: "<length> <key>=<value>\n"
+    for record in data.decode("utf-8", "replace").split("\n"):
+        _, _, field = record.partition(" ")
+        key, sep, value = field.partition("=")
+        if sep and key == "path":
+            return value
+    return None
+
+
 def iter_tar(fileobj: IO[bytes]) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) of a tar stream, in order; works on non-seekable streams."""
-    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            f = tar.extractfile(info)
-            yield info.name, f.read() if f is not None else b""
+    """(member name, bytes) of a tar stream, in order; works on non-seekable streams.
+
+    Stricter than tarfile's stream mode, which takes a truncated or garbled header after the
+    first member for the end of the archive: here the archive must end with its zero blocks,
+    and anything else raises :class:`TarCorrupt`, so a damaged shard never reads as a shorter
+    valid one. Reads ustar, GNU long names and PAX paths (tars written by other tools).
+    """
+    count = 0
+    long_name: str | None = None
+    while True:
+        header = _read_exact(fileobj, _BLOCK)
+        if len(header) < _BLOCK:
+            raise TarCorrupt(f"truncated: no end-of-archive marker after {count} members")
+        if header.count(0) == _BLOCK:
+            return
+        try:
+            checksum = int(header[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            checksum = -1
+        # The checksum field counts as eight spaces in its own sum.
+        if checksum != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+            raise TarCorrupt(f"corrupt member header after {count} members")
+        size = _header_size(header)
+        data = _read_exact(fileobj, size)
+        padding = -size % _BLOCK
+        if len(data) < size or len(_read_exact(fileobj, padding)) < padding:
+            raise TarCorrupt(f"truncated inside member {count + 1}")
+        kind = header[156:157]
+        if kind == b"L":  # GNU long name for the next member
+            long_name = data.split(b"\0", 1)[0].decode("utf-8", "replace")
+            continue
+        if kind in (b"x", b"g"):
+            long_name = _pax_path(data) if kind == b"x" else long_name
+            continue
+        name = _header_field(header, 0, 100)
+        prefix = _header_field(header, 345, 155) if header[257:262] == b"ustar" else ""
+        if prefix:
+            name = f"{prefix}/{name}"
+        if long_name is not None:
+            name, long_name = long_name, None
+        count += 1
+        if kind in (b"0", b"\0", b"7"):
+            yield name, data
 
 
 def group_members(members: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -45,10 +45,10 @@ def load_generic(options: AdapterOptions) -> Manifest:
         if not row or all(not c.strip() for c in row):
             continue
         where = f"{options.annotations}:{line}"
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            errors.append(ErrorRow(where, "annotation", "expected path,label[,split]"))
-            continue
         split = row[2].strip() if len(row) > 2 and row[2].strip() else "train"
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            errors.append(ErrorRow(where, "annotation", "expected path,label[,split]", split))
+            continue
         parsed.append((_resolve(base, row[0].strip()), row[1].strip(), split))
     listed = len(parsed) + len(errors)
 

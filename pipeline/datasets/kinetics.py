@@ -53,10 +53,14 @@ def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest
         for line, row in read_csv_rows(csv_url):
             listed += 1
             where = f"{csv_url}:{line}"
+            split = (row.get("split") or "").strip().lower() or file_split
+            split = default_split if dataset == "mimetics" else _SPLIT_ALIASES.get(split, split)
             label = (row.get("label") or "").strip()
             youtube_id = (row.get("youtube_id") or "").strip()
             if not label or not youtube_id:
-                errors.append(ErrorRow(where, "annotation", "row without label or youtube_id"))
+                errors.append(
+                    ErrorRow(where, "annotation", "row without label or youtube_id", split)
+                )
                 continue
             try:
                 start, end = (
@@ -64,12 +68,10 @@ def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest
                     _int_time(row.get("time_end", "")),
                 )
             except (TypeError, ValueError) as exc:
-                errors.append(ErrorRow(where, "annotation", f"bad time_start/time_end: {exc}"))
+                errors.append(
+                    ErrorRow(where, "annotation", f"bad time_start/time_end: {exc}", split)
+                )
                 continue
-            split = (row.get("split") or "").strip().lower() or file_split
-            if dataset == "mimetics":
-                split = default_split
-            split = _SPLIT_ALIASES.get(split, split)
             parsed.append((label, youtube_id, f"{youtube_id}_{start:06d}_{end:06d}", split))
 
     if options.classes_file:

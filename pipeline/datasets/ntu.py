@@ -78,8 +78,10 @@ def load_ntu(options: AdapterOptions) -> Manifest:
     items: list[VideoItem] = []
     filtered = 0
     for stem, url, setup, camera, performer, replication, action in parsed:
+        split = ntu_split(setup, camera, performer, protocol)
         if action < 1 or action > 120:
-            errors.append(ErrorRow(url, "annotation", f"action number A{action:03d} out of range"))
+            reason = f"action number A{action:03d} out of range"
+            errors.append(ErrorRow(url, "annotation", reason, split))
             continue
         label = action_to_label.get(action)
         if label is None:
@@ -95,7 +97,6 @@ def load_ntu(options: AdapterOptions) -> Manifest:
             "action": action,
             "missing_skeleton": name in missing_list,
         }
-        split = ntu_split(setup, camera, performer, protocol)
         items.append(
             VideoItem(key_of(url), url, label, classes[label], split, poses.get(name), extra)
         )
