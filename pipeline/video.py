@@ -94,9 +94,7 @@ def _decode_pyav(path: str, stride: int, short_side: int) -> DecodedVideo:
         raise DecodeError(f"PyAV: {exc}") from None
     if n == 0:
         raise DecodeError("video has no frames")
-    return DecodedVideo(
-        np.stack(frames), np.asarray(indices, dtype=np.int32), n, fps, h, w, "pyav"
-    )
+    return DecodedVideo(np.stack(frames), np.asarray(indices, dtype=np.int32), n, fps, h, w, "pyav")
 
 
 def decode_video(path: str, stride: int = 2, short_side: int = 256) -> DecodedVideo:
