@@ -1,0 +1,296 @@
+"""Throughput of `pipeline build`, and decode speed against the decode limit.
+
+    python benchmarks/pipeline.py [--videos 24] [--frames 90] [--write docs/benchmarks.md]
+
+Measures, on this machine:
+- decode: our decoder (decord at the build stride with decode-time resizing; PyAV fallback)
+  against `ffmpeg -threads 1 -f null` on the same files (the decode limit, a peer that does no
+  resizing, no colour conversion and no copy to Python);
+- build with precomputed poses (a `pipeline synth` Kinetics-style set at 340x256): the same
+  per-video work run sequentially in one process without Ray (the reference), and the Ray build
+  at 1 and 2 workers;
+- build with mediapipe pose (the real footage in ../shared/data/real) at 1 and 2 workers;
+- bytes per video of rgb, pose and raster shards.
+Every build includes Ray start-up (about 4 s here); videos/s is videos / wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# This script is named like the package it measures: keep its own folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+REAL = REPO.parent / "shared" / "data" / "real"
+MARK = "pipeline"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def time_ffmpeg(path: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-f", "null", "-"],
+        check=True,
+    )
+    return time.perf_counter() - start
+
+
+def decode_table(videos: list[Path], repeat: int) -> list[list[str]]:
+    from pipeline.video import decode_video, probe
+
+    rows = []
+    for path in videos:
+        n, _, h, w = probe(str(path))
+        ours = min(_timed(lambda p=path: decode_video(str(p), 2, 256)) for _ in range(repeat))
+        limit = (
+            min(time_ffmpeg(path) for _ in range(repeat))
+            if shutil.which("ffmpeg")
+            else float("nan")
+        )
+        rows.append(
+            [
+                path.name,
+                f"{w}x{h}",
+                str(n),
+                f"{n / ours:.0f}",
+                f"{n / limit:.0f}",
+                f"{limit / ours:.2f}",
+            ]
+        )
+    return rows
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def sequential_reference(options) -> float:
+    """The build's per-video work, one process, no Ray: the cost the Ray build distributes."""
+    from pipeline.build import RasterParams, _decode, _Decoded, _finish, plan_shards
+    from pipeline.datasets import AdapterOptions, load_manifest
+    from pipeline.shards import ShardSetWriter
+
+    manifest = load_manifest(
+        options.dataset,
+        AdapterOptions(
+            videos=options.videos,
+            annotations=options.annotations,
+            poses=options.poses,
+            classes_file=options.classes,
+        ),
+    )
+    plan = plan_shards(manifest, 0, None, None)
+    ctx = {
+        "out": options.out,
+        "frame_stride": 2,
+        "short_side": 256,
+        "poses_fps": "auto",
+        "layout": None,
+        "pose": "precomputed",
+        "pose_layout": "openpose18",
+        "pose_tracked": False,
+        "raster": RasterParams(),
+    }
+    start = time.perf_counter()
+    for specs in plan.values():
+        for spec in specs:
+            writer = ShardSetWriter(os.path.join(options.out, spec.split), spec.number)
+            for item in spec.items:
+                sample, _ = _finish(_Decoded(item, _decode(item, ctx)), ctx)
+                writer.add(sample)
+            writer.commit()
+    return time.perf_counter() - start
+
+
+def run_build(options) -> tuple[float, dict[str, int], int]:
+    from pipeline.build import build
+
+    start = time.perf_counter()
+    summary = build(options, show_progress=False)
+    return time.perf_counter() - start, summary.bytes_by_kind, summary.samples
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    begin, end = f"<!-- {MARK}:begin -->", f"<!-- {MARK}:end -->"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in old and end in old:
+        new = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=24, help="synthetic videos for the build")
+    parser.add_argument("--frames", type=int, default=90, help="frames per synthetic video")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-mediapipe", action="store_true")
+    parser.add_argument("--write", type=Path, help="markdown file to update (docs/benchmarks.md)")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+    from pipeline.build import BuildOptions
+    from pipeline.report import human_bytes
+    from pipeline.synth import make_dataset
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    try:
+        raw = work / "raw"
+        classes = 4
+        make_dataset(
+            raw,
+            "kinetics",
+            num_classes=classes,
+            videos_per_class=max(1, args.videos // classes),
+            frames=args.frames,
+            width=340,
+            height=256,
+            seed=0,
+        )
+        synth_videos = sorted((raw / "videos").glob("*.mp4"))
+        n_synth = len(synth_videos)
+        real_videos = sorted(p for p in REAL.iterdir() if p.suffix in (".mp4", ".avi"))
+
+        print("decode ...", flush=True)
+        decode_rows = decode_table(real_videos + synth_videos[:1], args.repeat)
+
+        def precomputed(out: str, workers: int) -> BuildOptions:
+            return BuildOptions(
+                dataset="kinetics",
+                videos=str(raw / "videos"),
+                annotations=str(raw / "annotations.csv"),
+                classes=str(raw / "classes.txt"),
+                pose="precomputed",
+                poses=str(raw / "skeletons"),
+                out=out,
+                num_workers=workers,
+                overwrite=True,
+            )
+
+        build_rows = []
+        print("sequential reference ...", flush=True)
+        seconds = sequential_reference(precomputed(str(work / "seq"), 1))
+        build_rows.append(
+            [
+                "precomputed",
+                "reference: 1 process, no Ray",
+                str(n_synth),
+                f"{seconds:.1f}",
+                f"{n_synth / seconds:.2f}",
+            ]
+        )
+        sizes = {}
+        for workers in (1, 2):
+            print(f"precomputed build, {workers} worker(s) ...", flush=True)
+            seconds, sizes, samples = run_build(precomputed(str(work / f"pre{workers}"), workers))
+            build_rows.append(
+                [
+                    "precomputed",
+                    f"pipeline build, {workers} worker(s)",
+                    str(samples),
+                    f"{seconds:.1f}",
+                    f"{samples / seconds:.2f}",
+                ]
+            )
+        size_rows = [
+            ["synthetic 340x256, 90 frames (precomputed)"]
+            + [human_bytes(sizes.get(k, 0) / max(1, n_synth)) for k in ("rgb", "pose", "raster")]
+        ]
+        if not args.skip_mediapipe:
+            csv_path = work / "real.csv"
+            csv_path.write_text(
+                "path,label\n" + "".join(f"{p.name},{p.stem}\n" for p in real_videos)
+            )
+            for workers in (1, 2):
+                print(f"mediapipe build, {workers} worker(s) ...", flush=True)
+                seconds, sizes, samples = run_build(
+                    BuildOptions(
+                        dataset="generic",
+                        videos=str(REAL),
+                        annotations=str(csv_path),
+                        pose="mediapipe",
+                        out=str(work / f"mp{workers}"),
+                        num_workers=workers,
+                        overwrite=True,
+                    )
+                )
+                build_rows.append(
+                    [
+                        "mediapipe",
+                        f"pipeline build, {workers} worker(s)",
+                        str(samples),
+                        f"{seconds:.1f}",
+                        f"{samples / seconds:.2f}",
+                    ]
+                )
+            size_rows.append(
+                ["real footage, mean of 5 (mediapipe)"]
+                + [
+                    human_bytes(sizes.get(k, 0) / max(1, len(real_videos)))
+                    for k in ("rgb", "pose", "raster")
+                ]
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    command = "python benchmarks/pipeline.py " + " ".join(sys.argv[1:])
+    text = "\n\n".join(
+        [
+            "## Pipeline: build throughput and decode speed",
+            f"`{command.strip()}` on {datetime.date.today()}, {cpu_model()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}. Stride 2, short side 256. "
+            "Decode: frames/s of the whole source video; ours keeps every 2nd frame, resized at "
+            "decode time; the ffmpeg limit decodes every frame at source size into nothing.",
+            markdown_table(
+                [
+                    "video",
+                    "size",
+                    "frames",
+                    "ours (frames/s)",
+                    "ffmpeg -f null (frames/s)",
+                    "ours / limit",
+                ],
+                decode_rows,
+            ),
+            "Builds (wall time includes Ray start-up, about 4 s):",
+            markdown_table(["pose", "how", "videos", "seconds", "videos/s"], build_rows),
+            "Bytes per video:",
+            markdown_table(["data", "rgb", "pose", "raster"], size_rows),
+        ]
+    )
+    print(text)
+    if args.write:
+        write_section(args.write, text)
+
+
+if __name__ == "__main__":
+    main()
