@@ -23,6 +23,7 @@ venv: $(BIN)/.installed
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -89,7 +89,17 @@ class BuildOptions:
             "dataset", "split", "pose", "poses_fps", "layout", "protocol", "samples_per_shard",
             "frame_stride", "short_side", "limit", "seed",
         )  # fmt: skip
-        return {k: getattr(self, k) for k in keys}
+        # Pose backend options (model configs and checkpoints) decide the keypoints too.
+        pose_options = {k: _describe(v) for k, v in sorted(self.pose_options.items())}
+        return {k: getattr(self, k) for k in keys} | {"pose_options": pose_options}
+
+
+def _describe(value: Any) -> Any:
+    """A JSON value that stands for an option value (objects by their qualified name)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    name = getattr(value, "__qualname__", type(value).__qualname__)
+    return f"<{getattr(value, '__module__', type(value).__module__)}.{name}>"
 
 
 @dataclass

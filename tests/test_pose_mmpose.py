@@ -218,7 +218,7 @@ def test_missing_packages_name_the_extra(monkeypatch) -> None:
     with pytest.raises(ImportError) as info:
         create_estimator("mmpose", det_config="d.py", det_checkpoint="d.pth")
     message = str(info.value)
-    assert "pip install 'integralaction[mmpose]'" in message and "\n" not in message
+    assert "docs/pose.md" in message and "\n" not in message
     with pytest.raises(ValueError, match="det_batch_size"):
         make_estimator({}, det_batch_size=0)
 

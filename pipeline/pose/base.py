@@ -61,9 +61,13 @@ def require(module: str, backend: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:  # also covers a module set to None in sys.modules
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        how = (
+            "install it as docs/pose.md says (or use the docker/Dockerfile.gpu image)"
+            if backend == "mmpose"
+            else f"install it with: pip install 'integralaction[{backend}]'"
+        )
         raise ImportError(
-            f"pose backend {backend!r} needs the {module!r} package ({reason}); "
-            f"install it with: pip install 'integralaction[{backend}]'"
+            f"pose backend {backend!r} needs the {module!r} package ({reason}); {how}"
         ) from None
 
 
