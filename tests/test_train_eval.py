@@ -1,0 +1,119 @@
+"""`train eval`: the JSON report, protocols, score averaging, class maps, layout refusal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from train_support import (  # noqa: F401 (fixture)
+    make_dataset,
+    one_torch_thread,
+    shared_runs,
+    train_cli,
+)
+
+from train import data as D
+from train.contract import class_map, recipe_from_contract
+from train.distributed import Dist
+from train.evaluate import evaluate, load_eval_models, merge_recipes, predict
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return shared_runs(tmp_path_factory)
+
+
+def run_eval(tmp_path, *args, name="report.json"):
+    out = tmp_path / name
+    result = train_cli("eval", "--out", out, "--workers", "0", "--clips", "3", *args)
+    return json.loads(out.read_text()), result.output
+
+
+def test_report_of_a_gated_model(runs, tmp_path):
+    ckpt = runs["integral"] / "last.pt"
+    report, output = run_eval(tmp_path, "--checkpoint", ckpt, "--data", runs["data"])
+    index = D.open_split(str(runs["data"]), "val").index
+    assert report["num_videos"] == len(index) == 12
+    assert report["clips"] == 3 and report["split"] == "val"
+    assert report["num_padded"] == 1  # the short video repeats its last frame
+    assert 0 <= report["top1"] <= report["top5"] <= 100
+    classes = ["arms up", "arms out", "arms down"]
+    assert set(report["per_class"]) == set(classes)
+    matrix = np.array(report["confusion"]["matrix"])
+    assert report["confusion"]["classes"] == classes and matrix.shape == (3, 3)
+    assert matrix.sum() == 12 and np.trace(matrix) / 12 * 100 == pytest.approx(
+        report["top1"], abs=1e-3
+    )
+    assert 0 < report["mean_gate"] < 1 and set(report["gate_per_class"]) == set(classes)
+    preds = report["predictions"]
+    assert sorted(preds) == sorted(index.keys)
+    assert all(p["clips"] == 3 and p["pred"] == p["top5"][0] for p in preds.values())
+    assert sum(p["correct"] for p in preds.values()) / 12 * 100 == pytest.approx(
+        report["top1"], abs=1e-3
+    )
+    assert "top-1 %" in output and "mean gate" in output  # the printed table
+
+
+def test_official_protocol_drops_what_the_paper_drops(runs, tmp_path):
+    ckpt = runs["appearance"] / "last.pt"
+    report, _ = run_eval(
+        tmp_path, "--checkpoint", ckpt, "--data", runs["data"], "--protocol", "official"
+    )
+    assert report["num_videos"] == 10
+    assert report["num_dropped"]["no_pose"] == 1 and report["num_dropped"]["short"] == 1
+    assert report["num_padded"] == 0
+    assert "mean_gate" not in report  # not a gated model
+    assert report["top1"] >= 66.0  # the class is visible: far above chance (33 %)
+
+
+def test_score_average_is_the_mean_of_probabilities(runs):
+    data = runs["data"]
+    a, p = str(runs["appearance"] / "last.pt"), str(runs["pose"] / "last.pt")
+    both = evaluate([a, p], str(data / "val"), None, Dist(), clips=2, workers=0)  # split folder
+    assert both["combine"] == "mean" and both["num_videos"] == 12
+    assert both["variants"] == ["appearance", "pose"]
+    # The combined probabilities, clip for clip, are the mean of the two models'.
+    split = D.open_split(str(data), "val")
+    loaded = load_eval_models([a, p], Dist().device)
+    recipe = merge_recipes(
+        [recipe_from_contract(c["contract"], m.variant, split.info, train=False, num_clips=2)
+         for m, c in loaded]
+    )  # fmt: skip
+    assert recipe.rgb is not None and recipe.pose is not None  # one clip feeds both models
+    batches = list(D.make_loader(D.ClipDataset(split, recipe, 8), 0))
+    models = [m for m, _ in loaded]
+    together = predict(models, batches, Dist().device, Dist()).videos
+    single = [predict([m], batches, Dist().device, Dist()).videos for m in models]
+    assert sorted(together) == sorted(split.index.keys)
+    for key, video in together.items():
+        expected = (single[0][key].probs + single[1][key].probs) / 2
+        np.testing.assert_allclose(video.probs, expected, atol=1e-6)
+
+
+def test_class_map_matches_classes_by_name(runs, tmp_path):
+    # Another dataset: classes reordered, spelled differently, and one the model never saw.
+    other = tmp_path / "other"
+    make_dataset(other, {"val": 6}, classes=("Arms_Out", "arms up", "jumping"), short=0)
+    ckpt = runs["appearance"] / "last.pt"
+    refused = train_cli("eval", "--checkpoint", ckpt, "--data", other, "--split", "val", ok=False)
+    assert refused.exit_code != 0 and "--class-map name" in refused.output
+    report, _ = run_eval(
+        tmp_path, "--checkpoint", ckpt, "--data", other, "--split", "val", "--class-map", "name"
+    )
+    assert report["dropped_classes"] == ["jumping"]
+    assert report["num_dropped"]["class_not_in_model"] == 2 and report["num_videos"] == 4
+    labels = {p["label"] for p in report["predictions"].values()}
+    assert labels == {"arms out", "arms up"}  # the model's names
+    cmap = class_map(
+        ["Arms_Out", "arms up", "jumping"], ["arms up", "arms out", "arms down"], "name"
+    )
+    assert cmap.to_model.tolist() == [1, 0, -1]
+
+
+def test_layout_mismatch_is_refused(runs, tmp_path):
+    other = tmp_path / "openpose"
+    make_dataset(other, {"val": 2}, layout="openpose18", short=0, no_person=0)
+    result = train_cli("eval", "--checkpoint", runs["pose"] / "last.pt", "--data", other, ok=False)
+    assert result.exit_code != 0
+    assert "disagree on 'layout'" in result.output and "Traceback" not in result.output

@@ -1,0 +1,240 @@
+"""`train fit`: each stage, stage 2 from stage 1, checkpoints, exact resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from train_support import (  # noqa: F401 (fixture)
+    ENV,
+    TINY,
+    make_dataset,
+    one_torch_thread,
+    shared_runs,
+    train_cli,
+)
+
+import model as models
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return shared_runs(tmp_path_factory)
+
+
+def test_stage1_checkpoints_carry_state_and_contract(runs):
+    for stage in ("appearance", "pose"):
+        out = runs[stage]
+        assert (out / "last.pt").exists() and (out / "best.pt").exists()
+        assert (out / "epoch_001.pt").exists()
+        ckpt = models.load_checkpoint(out / "last.pt")
+        assert ckpt["model_config"]["variant"] == stage
+        assert ckpt["optimizer"]["state"] and ckpt["scheduler"]["last_epoch"] == ckpt["epoch"]
+        assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
+        contract = ckpt["contract"]
+        assert contract["layout"] == "coco17" and contract["classes"] == [
+            "arms up",
+            "arms out",
+            "arms down",
+        ]
+        assert contract["input_size"] == 32 and contract["frame_stride"] == 2
+        assert contract["normalisation"]["std"] == [1.0, 1.0, 1.0]
+        if stage == "appearance":
+            assert (contract["clip_len"], contract["stride"]) == (2, 4)
+        else:
+            assert (contract["pose_clip_len"], contract["pose_stride"]) == (4, 2)
+        assert ckpt["extra"]["config"]["stage"] == stage
+    with open(runs["appearance"] / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(float(r["clips_per_s"]) > 0 and 0 <= float(r["data_wait"]) <= 1 for r in rows)
+
+
+def test_training_beats_chance_where_the_class_is_visible(runs):
+    ckpt = models.load_checkpoint(runs["appearance"] / "best.pt")
+    # 3 classes: chance is 33 %.
+    assert ckpt["extra"]["best_top1"] >= 66.0
+    assert ckpt["metrics"]["val_top1"] == ckpt["extra"]["best_top1"]
+
+
+def test_stage2_trains_integration_on_frozen_streams(runs):
+    ckpt = models.load_checkpoint(runs["integral"] / "last.pt")
+    assert ckpt["model_config"]["variant"] == "integral" and ckpt["streams_frozen"]
+    state = ckpt["state_dict"]
+    for stage, prefix in (("appearance", "appearance."), ("pose", "pose.")):
+        stage1 = models.load_checkpoint(runs[stage] / "last.pt")["state_dict"]
+        for name, value in stage1.items():
+            if name.startswith(prefix):  # weights and BatchNorm statistics untouched
+                assert torch.equal(state[name], value), name
+    init = models.build_integral_from_stage1(
+        runs["appearance"] / "last.pt", runs["pose"] / "last.pt"
+    ).state_dict()
+    assert not torch.equal(state["classifier.weight"], init["classifier.weight"])  # trained
+    contract = ckpt["contract"]
+    assert (contract["clip_len"], contract["stride"]) == (2, 4)
+    assert (contract["pose_clip_len"], contract["pose_stride"]) == (4, 2)
+    assert ckpt["extra"]["config"]["optim"]["schedule"] is None  # stage2 by default
+    assert ckpt["scheduler"]["base_lrs"] == [1e-3] * len(ckpt["scheduler"]["base_lrs"])
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(runs, tmp_path):
+    data = runs["data"]
+    args = ["fit", "--stage", "pose", "--data", str(data), *TINY, "--epochs", "4", "--seed", "7"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", *args, "--out", str(killed)],
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / "epoch_001.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode < 0  # killed, not finished
+    assert models.load_checkpoint(killed / "last.pt")["epoch"] < 4
+    train_cli(*args, "--out", killed, "--resume")
+    whole = tmp_path / "whole"
+    train_cli(*args, "--out", whole)
+    a = models.load_checkpoint(killed / "last.pt")
+    b = models.load_checkpoint(whole / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name in a["state_dict"]:
+        assert torch.equal(a["state_dict"][name], b["state_dict"][name]), name
+    assert a["extra"]["history"][-1]["train_loss"] == b["extra"]["history"][-1]["train_loss"]
+    with open(killed / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code not in (0, None), result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_bad_input_gives_one_line_errors(runs, tmp_path):
+    data = str(runs["data"])
+    fit = ("fit", "--data", data, *TINY)
+    cases = [
+        (("fit", "--stage", "pose", "--data", str(tmp_path / "nope"), "--out", tmp_path / "a"),
+         "no dataset.json"),
+        ((*fit, "--stage", "appearance", "--stride", "3", "--out", tmp_path / "b"),
+         "stride 3 is not a multiple of the dataset's frame stride 2"),
+        ((*fit, "--stage", "integral", "--variant", "mystery", "--out", tmp_path / "c"),
+         "not 'mystery'"),
+        ((*fit, "--stage", "pose", "--variant", "integral", "--out", tmp_path / "d"),
+         "stage pose trains variant pose"),
+        ((*fit, "--stage", "pose", "--out", runs["pose"]), "already holds a run"),
+        ((*fit, "--stage", "integral", "--init-appearance", runs["pose"] / "last.pt",
+          "--init-pose", runs["pose"] / "last.pt", "--out", tmp_path / "e"),
+         "expected a stage-1 'appearance' model"),
+    ]  # fmt: skip
+    for args, message in cases:
+        assert message in one_line_error(train_cli(*args, ok=False))
+
+
+def test_checkpoint_of_another_layout_is_refused(runs, tmp_path):
+    other = tmp_path / "openpose"
+    make_dataset(other, {"train": 3}, layout="openpose18", short=0, no_person=0)
+    result = train_cli(
+        "fit", "--stage", "integral", "--data", other, "--out", tmp_path / "run",
+        "--init-appearance", runs["appearance"] / "last.pt",
+        "--init-pose", runs["pose"] / "last.pt", "--no-progress", ok=False,
+    )  # fmt: skip
+    assert "disagree on 'layout'" in one_line_error(result)
+
+
+def test_cli_exit_status_in_a_real_process(tmp_path):
+    # `python -m train` is what torchrun launches; the console script calls the same main().
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "fit", "--stage", "pose",
+         "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env={**os.environ, **ENV}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("Error: no dataset.json")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_config_file_and_schedules(tmp_path):
+    from train.config import ConfigError, OptimConfig, build_fit_config
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("optim: {schedule: kinetics50, epochs: 8}\nclips: {clip_len: 4}\n")
+    cfg = build_fit_config("pose", {"epochs": 4, "data": "x", "out": "y"}, str(path))
+    assert cfg.optim.schedule == "kinetics50" and cfg.clips.clip_len == 4
+    s = cfg.optim.resolve("pose")
+    assert (s.lr, s.milestones, s.epochs) == (1e-2, (2, 3), 4)  # 20/30 of 40, scaled to 4
+    assert OptimConfig().resolve("pose").milestones == (30, 60)  # kinetics, 70 epochs
+    assert OptimConfig().resolve("integral").lr == 1e-3  # stage2
+    assert OptimConfig(lr_steps=[5], epochs=9).resolve("pose").milestones == (5,)
+    path.write_text("optim: {learning_rate: 1}\n")
+    with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
+        build_fit_config("pose", {}, str(path))
+
+
+def test_precise_bn_averages_batch_statistics_and_spares_frozen_layers():
+    from torch import nn
+
+    from train.fit import recompute_batchnorm
+
+    class Net(nn.Module):  # called as the trainer calls models: net(rgb, pose)
+        def __init__(self):
+            super().__init__()
+            self.live, self.frozen = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+
+        def forward(self, rgb, pose):
+            return self.frozen(self.live(rgb))
+
+    net = Net()
+    net.frozen.eval()  # as stage 2's frozen streams
+    before = net.frozen.running_mean.clone()
+    xs = [torch.randn(8, 3) * (i + 1) + i for i in range(4)]
+    batches = [{"key": []}] + [{"key": ["k"], "x": x} for x in xs]  # an errors-only batch too
+    used = recompute_batchnorm(
+        net, iter(batches), 3, lambda b: (b["x"], None), torch.device("cpu"), "fp32"
+    )
+    assert used == 3
+    expected_mean = torch.stack([x.mean(0) for x in xs[:3]]).mean(0)
+    expected_var = torch.stack([x.var(0) for x in xs[:3]]).mean(0)
+    torch.testing.assert_close(net.live.running_mean, expected_mean)
+    torch.testing.assert_close(net.live.running_var, expected_var)
+    assert net.live.momentum == 0.1  # restored
+    assert torch.equal(net.frozen.running_mean, before)
+
+
+def test_pretrained_weights_and_imagenet_normalisation(runs, tmp_path):
+    from model.resnet import ResNet
+    from train.config import build_fit_config
+    from train.data import open_split
+    from train.fit import build_model
+
+    weights = ResNet(18, shift_div=None, num_classes=1000).state_dict()  # torchvision names
+    path = tmp_path / "resnet18.pth"
+    torch.save(weights, path)
+    options = {"data": str(runs["data"]), "out": str(tmp_path / "o"), "appearance_depth": 18}
+    cfg = build_fit_config("appearance", {**options, "pretrained": str(path)})
+    net, contract, _ = build_model(cfg, open_split(str(runs["data"]), "train"))
+    assert contract["normalisation"]["mean"] == [0.485, 0.456, 0.406]
+    loaded = net.appearance.backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in weights.items() if not k.startswith("fc."))
+    result = train_cli(
+        "fit", "--stage", "pose", "--data", runs["data"], "--out", tmp_path / "p",
+        "--pretrained", path, ok=False,
+    )  # fmt: skip
+    assert "appearance stream" in one_line_error(result)

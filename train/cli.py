@@ -1,0 +1,312 @@
+"""`train`: fit IntegralAction stages on streamed shards, and evaluate checkpoints.
+
+    train fit --stage {appearance,pose,integral} --data URL --out DIR [options]
+    train eval --checkpoint CKPT [--checkpoint CKPT2 --combine mean] --data URL --split NAME \
+        --out results.json
+
+Under torchrun (``torchrun --nproc_per_node N -m train fit ...``) the same commands run DDP.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pipeline import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A user's mistake (bad option, missing data, mismatched checkpoint) -> one line and exit
+    status 1, never a traceback. Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from model import CheckpointError
+
+        from .data import ShardMismatchError
+
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted; `train fit ... --resume` continues from last.pt", err=True)
+            sys.exit(130)
+        except (CheckpointError, ShardMismatchError, FileNotFoundError, NotADirectoryError) as e:
+            raise click.ClickException(_one_line(e)) from None
+        except ValueError as exc:
+            if type(exc).__module__.startswith("torch"):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+
+    return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="train")
+def main() -> None:
+    """Train IntegralAction (Moon et al., CVPRW 2021) on sharded WebDataset data."""
+
+
+# Every fit option defaults to None ("not given") so that a --config file can set it; the
+# defaults shown are the paper's, applied by train.config.
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--stage",
+    required=True,
+    type=click.Choice(["appearance", "pose", "integral"]),
+    help="Stage 1 stream (appearance, pose) or stage 2 (integral).",
+)
+@click.option(
+    "--data",
+    metavar="URL",
+    help="Dataset root (where dataset.json is) or a split folder; local or s3://.",
+)
+@click.option(
+    "--out", metavar="DIR", help="Run folder: last.pt, best.pt, epoch_NNN.pt, metrics.csv."
+)
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="YAML file of settings (sections data, clips, model, optim, run); options override it.",
+)
+@click.option("--split", help="Training split.  [default: train]")
+@click.option("--val-split", help="Validation split (skipped when absent).  [default: val]")
+@click.option(
+    "--variant",
+    help="Model variant; stage integral: integral, appearance_gate, both_gate, no_gate, no_gate_loss, feature_fuse.  [default: the stage's]",
+)
+@click.option("--gate-weight", type=float, help="lambda of L_gate (paper 3.4).  [default: 1.5]")
+@click.option(
+    "--schedule",
+    type=click.Choice(["kinetics", "kinetics50", "ntu", "stage2"]),
+    help="Paper schedule.  [default: kinetics for stage 1, stage2 for integral]",
+)
+@click.option("--epochs", type=int, help="Epochs; alone, scales the schedule's milestones.")
+@click.option(
+    "--lr-steps", metavar="E1,E2,...", help="Epochs at which the learning rate drops x0.1."
+)
+@click.option("--lr", type=float, help="Initial learning rate.  [default: the schedule's]")
+@click.option("--momentum", type=float, help="SGD momentum.  [default: 0.9]")
+@click.option("--weight-decay", type=float, help="Weight decay.  [default: 1e-4]")
+@click.option(
+    "--batch-size", type=int, help="Clips per step per process.  [default: 32 / processes]"
+)
+@click.option(
+    "--appearance-depth",
+    type=click.Choice(["18", "34", "50"]),
+    help="Appearance ResNet depth.  [default: 50]",
+)
+@click.option(
+    "--pose-depth", type=click.Choice(["18", "34", "50"]), help="Pose ResNet depth.  [default: 18]"
+)
+@click.option(
+    "--input-size", type=int, help="RGB side in pixels (pose: a quarter).  [default: 224]"
+)
+@click.option("--clip-len", type=int, help="RGB frames per clip T.  [default: 8]")
+@click.option("--stride", type=int, help="RGB frame stride in source frames.  [default: 8]")
+@click.option("--pose-clip-len", type=int, help="Pose frames per clip T_P.  [default: 32]")
+@click.option("--pose-stride", type=int, help="Pose frame stride in source frames.  [default: 2]")
+@click.option(
+    "--pose-input",
+    type=click.Choice(["keypoints", "raster"]),
+    help="Render rasters from augmented keypoints, or crop the stored rasters.  [default: keypoints]",
+)
+@click.option("--val-clips", type=int, help="Clips per video when validating.  [default: 1]")
+@click.option("--workers", type=int, help="DataLoader processes per process.  [default: 2]")
+@click.option(
+    "--shuffle-buffer", type=int, help="Videos in each worker's shuffle buffer.  [default: 64]"
+)
+@click.option("--cache-dir", metavar="DIR", help="Keep local copies of remote shards here.")
+@click.option(
+    "--seed", type=int, help="Seed of weights, data order and augmentation.  [default: 0]"
+)
+@click.option(
+    "--init-appearance",
+    metavar="CKPT",
+    type=click.Path(dir_okay=False),
+    help="Stage integral: the stage-1 appearance checkpoint.",
+)
+@click.option(
+    "--init-pose",
+    metavar="CKPT",
+    type=click.Path(dir_okay=False),
+    help="Stage integral: the stage-1 pose checkpoint.",
+)
+@click.option(
+    "--pretrained",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="torchvision-format ResNet weights for the appearance stream (ImageNet mean/std input).",
+)
+@click.option(
+    "--resume", is_flag=True, default=None, help="Continue the run in --out from last.pt."
+)
+@click.option("--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    help="Autocast on CUDA.  [default: auto (bf16 where supported)]",
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="channels-last memory format on CUDA.  [default: on]",
+)
+@click.option(
+    "--val-every",
+    type=int,
+    help="Validate every N epochs (0: never); always after the last.  [default: 1]",
+)
+@click.option(
+    "--precise-bn",
+    type=int,
+    metavar="BATCHES",
+    help="Recompute BatchNorm statistics over this many training batches after each epoch "
+    "(0: off, as the paper; helps short runs).  [default: 0]",
+)
+@click.option(
+    "--log-every", type=int, help="Steps between log lines without a progress bar.  [default: 20]"
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar.  [default: on a terminal]"
+)
+@click.option(
+    "--rank-report",
+    metavar="DIR",
+    hidden=True,
+    help="Debugging: each rank writes what it trained on and its weight checksum.",
+)
+@user_errors
+def fit(stage: str, config_file: str | None, **options: Any) -> None:
+    """Train one stage of IntegralAction."""
+    from .config import build_fit_config
+    from .fit import fit as run_fit
+
+    if options.get("lr_steps") is not None:
+        try:
+            options["lr_steps"] = [int(x) for x in options["lr_steps"].split(",") if x.strip()]
+        except ValueError:
+            raise click.BadParameter(
+                "expected epochs like 30,60", param_hint="--lr-steps"
+            ) from None
+    for name in ("appearance_depth", "pose_depth"):
+        if options.get(name) is not None:
+            options[name] = int(options[name])
+    cfg = build_fit_config(stage, options, config_file)
+    run_fit(cfg)
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    required=True,
+    multiple=True,
+    metavar="CKPT",
+    type=click.Path(dir_okay=False),
+    help="Checkpoint to evaluate; twice with --combine mean for the score average.",
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["mean"]),
+    default="mean",
+    show_default=True,
+    help="How two checkpoints' class probabilities are combined.",
+)
+@click.option(
+    "--data", required=True, metavar="URL", help="Dataset root or split folder; local or s3://."
+)
+@click.option(
+    "--split",
+    default="val",
+    show_default=True,
+    help="Split to evaluate (ignored when --data is a split folder).",
+)
+@click.option("--out", metavar="FILE", help="Write the JSON report here.")
+@click.option(
+    "--clips",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Clips per video, evenly spaced.",
+)
+@click.option(
+    "--class-map",
+    metavar="name|CSV",
+    help="Match dataset classes to the model's by name, or by a CSV of dataset_class,model_class.",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["all", "official"]),
+    default="all",
+    show_default=True,
+    help="official: drop videos without pose or shorter than the clip span.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Clips per forward pass.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="DataLoader processes.",
+)
+@click.option("--cache-dir", metavar="DIR", help="Keep local copies of remote shards here.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast on CUDA.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar or table.")
+@user_errors
+def eval_(
+    checkpoints: tuple[str, ...], out: str | None, quiet: bool, device: str, **kwargs: Any
+) -> None:
+    """Evaluate checkpoints with multi-clip testing; print a table, write the JSON report."""
+    from . import distributed
+    from .evaluate import evaluate, print_report, write_report
+
+    data, split = kwargs.pop("data"), kwargs.pop("split")
+    dist = distributed.setup(device)
+    try:
+        report = evaluate(
+            list(checkpoints),
+            data,
+            split,
+            dist,
+            progress=not quiet and sys.stderr.isatty(),
+            **kwargs,
+        )
+        if dist.is_main:
+            if out:
+                write_report(report, out)
+            if not quiet:
+                print_report(report)
+                if out:
+                    click.echo(f"report: {out}")
+    finally:
+        distributed.teardown(dist)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Training configuration: typed dataclasses, paper defaults, a YAML file and CLI overrides.
+
+Precedence: dataclass defaults (the paper's) < ``--config FILE`` (YAML, sections as below) <
+command-line options. Nothing here is global: ``fit`` receives one :class:`FitConfig`.
+
+YAML layout (every key optional)::
+
+    data:  {split: train, val_split: val, workers: 4, shuffle_buffer: 64, cache_dir: null}
+    clips: {clip_len: 8, stride: 8, pose_clip_len: 32, pose_stride: 2, input_size: 224,
+            pose_input: keypoints, val_clips: 1}
+    model: {variant: integral, appearance_depth: 50, pose_depth: 18, gate_weight: 1.5,
+            pretrained: null, init_appearance: null, init_pose: null}
+    optim: {schedule: kinetics, epochs: null, lr_steps: null, lr: null, momentum: 0.9,
+            weight_decay: 1.0e-4, batch_size: null}
+    run:   {seed: 0, device: auto, precision: auto, val_every: 1, log_every: 20, precise_bn: 0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from model import STAGE2_VARIANTS
+
+__all__ = [
+    "STAGES",
+    "STAGE_VARIANTS",
+    "INTEGRAL_VARIANTS",
+    "POSE_INPUTS",
+    "PRECISIONS",
+    "Schedule",
+    "SCHEDULES",
+    "DataConfig",
+    "ClipConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "FitConfig",
+    "ConfigError",
+    "build_fit_config",
+    "config_to_dict",
+    "PAPER_GLOBAL_BATCH",
+]
+
+STAGES = ("appearance", "pose", "integral")
+# Stage 2 variants the paper compares (Tables 4 and 6); score_average has nothing to train.
+INTEGRAL_VARIANTS = tuple(v for v in STAGE2_VARIANTS if v != "score_average")
+STAGE_VARIANTS: dict[str, tuple[str, ...]] = {
+    "appearance": ("appearance",),
+    "pose": ("pose",),
+    "integral": INTEGRAL_VARIANTS,
+}
+POSE_INPUTS = ("keypoints", "raster")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Global batch of the paper (section 4.1); --batch-size defaults to this over the processes.
+PAPER_GLOBAL_BATCH = 32
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step learning-rate schedule: lr, x ``gamma`` at each milestone epoch, ``epochs`` in all."""
+
+    lr: float
+    milestones: tuple[int, ...]
+    epochs: int
+    gamma: float = 0.1
+
+
+# Paper sections 3.5 and 4 (the official code's configs): SGD, lr x0.1 at the milestones.
+SCHEDULES: dict[str, Schedule] = {
+    "kinetics": Schedule(1e-2, (30, 60), 70),  # Kinetics-400, stage 1
+    "kinetics50": Schedule(1e-2, (20, 30), 40),  # Kinetics50 (for Mimetics), stage 1
+    "ntu": Schedule(1e-2, (20, 30), 40),  # NTU RGB+D, stage 1
+    "stage2": Schedule(1e-3, (10, 15), 20),  # stage 2: integration on frozen streams
+}
+DEFAULT_SCHEDULE = {"appearance": "kinetics", "pose": "kinetics", "integral": "stage2"}
+
+
+@dataclass
+class DataConfig:
+    data: str = ""  # dataset root or split folder (local path or fsspec URL)
+    split: str = "train"
+    val_split: str = "val"
+    workers: int = 2  # DataLoader processes per rank
+    shuffle_buffer: int = 64  # videos (their encoded bytes) held for shuffling, per worker
+    cache_dir: str | None = None  # local copy of remote shards
+
+
+@dataclass
+class ClipConfig:
+    """Clip lengths and strides (strides count source frames). None: the stage's default."""
+
+    clip_len: int | None = None  # T = 8 (paper Table 1)
+    stride: int | None = None  # 8 (paper Table 1)
+    pose_clip_len: int | None = None  # T_P = 32 (paper Table 1)
+    pose_stride: int | None = None  # 2 (paper Table 1)
+    input_size: int | None = None  # 224 (paper section 4.1); pose rasters are a quarter
+    pose_input: str | None = None  # keypoints: render from augmented keypoints (exact); raster
+    val_clips: int = 1  # clips per video when validating during fit (train eval: --clips)
+
+    PAPER = {"clip_len": 8, "stride": 8, "pose_clip_len": 32, "pose_stride": 2, "input_size": 224}
+
+    def resolved(self, defaults: dict[str, int] | None = None) -> ClipConfig:
+        """Unset values from ``defaults`` (e.g. the stage-1 checkpoints), then the paper's."""
+        values = {}
+        for name, paper in self.PAPER.items():
+            value = getattr(self, name)
+            if value is None:
+                value = (defaults or {}).get(name, paper)
+            values[name] = value
+        pose_input = self.pose_input or (defaults or {}).get("pose_input") or "keypoints"
+        return dataclasses.replace(self, **values, pose_input=pose_input)
+
+
+@dataclass
+class ModelConfig:
+    variant: str | None = None  # default: the stage's (appearance, pose, integral)
+    appearance_depth: int = 50  # ResNet-50 (paper section 4.1)
+    pose_depth: int = 18  # ResNet-18 (paper section 4.1)
+    gate_weight: float = 1.5  # lambda of L_gate (paper section 3.4)
+    pretrained: str | None = None  # torchvision-format ResNet weights for the appearance stream
+    init_appearance: str | None = None  # stage 2: stage-1 appearance checkpoint
+    init_pose: str | None = None  # stage 2: stage-1 pose checkpoint
+
+
+@dataclass
+class OptimConfig:
+    schedule: str | None = None  # default: kinetics for stage 1, stage2 for integral
+    epochs: int | None = None  # alone: scales the schedule's milestones
+    lr_steps: list[int] | None = None  # explicit milestones (epochs)
+    lr: float | None = None  # default: the schedule's
+    momentum: float = 0.9  # SGD momentum (paper section 4.1)
+    weight_decay: float = 1e-4  # (paper section 4.1)
+    batch_size: int | None = None  # per process; default: global 32 / processes (paper 4.1)
+
+    def resolve(self, stage: str) -> Schedule:
+        """The schedule to run: named (or the stage default), with --epochs / --lr-steps / --lr.
+
+        ``--epochs`` alone scales the milestones by epochs / the schedule's length, so that a
+        shortened run decays the learning rate at the same fractions of training.
+        """
+        name = self.schedule or DEFAULT_SCHEDULE[stage]
+        if name not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+        base = SCHEDULES[name]
+        epochs = self.epochs if self.epochs is not None else base.epochs
+        if epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+        if self.lr_steps is not None:
+            milestones = tuple(sorted(int(m) for m in self.lr_steps))
+        elif self.epochs is not None:
+            milestones = tuple(
+                sorted({max(1, round(m * epochs / base.epochs)) for m in base.milestones})
+            )
+            milestones = tuple(m for m in milestones if m < epochs)
+        else:
+            milestones = base.milestones
+        if any(m < 1 for m in milestones):
+            raise ConfigError(f"--lr-steps must be positive epochs, got {list(milestones)}")
+        lr = self.lr if self.lr is not None else base.lr
+        if lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {lr}")
+        return Schedule(lr, milestones, epochs, base.gamma)
+
+
+@dataclass
+class RunConfig:
+    out: str = ""
+    seed: int = 0
+    device: str = "auto"  # auto: cuda (LOCAL_RANK) when available, else cpu
+    precision: str = "auto"  # auto: bf16 autocast on cuda when supported, else fp16; cpu fp32
+    channels_last: bool = True  # on cuda only
+    val_every: int = 1  # validate every N epochs (and after the last)
+    log_every: int = 20  # steps between progress updates in non-interactive logs
+    resume: bool = False
+    # Batches over which BatchNorm statistics are recomputed after each epoch (0: off, the
+    # paper's setting); helps short runs whose running averages still hold their start values.
+    precise_bn: int = 0
+    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    rank_report: str | None = None  # debugging: each rank writes what it saw here
+
+
+@dataclass
+class FitConfig:
+    stage: str
+    data: DataConfig = field(default_factory=DataConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def variant(self) -> str:
+        return self.model.variant or ("integral" if self.stage == "integral" else self.stage)
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "clips": ClipConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "run": RunConfig,
+}
+# Command-line option (its Python name) -> (section, field).
+OPTION_FIELDS: dict[str, tuple[str, str]] = {
+    f.name: (section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+}
+
+
+def _apply(section_obj: Any, values: dict[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(section_obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}; known: {', '.join(sorted(names))}"
+            )
+        setattr(section_obj, key, value)
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: no such file") from None
+    except yaml.YAMLError as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path}: not valid YAML ({reason})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections")
+    return data
+
+
+def build_fit_config(
+    stage: str, options: dict[str, Any], config_file: str | None = None
+) -> FitConfig:
+    """Defaults < YAML file < ``options`` (CLI values; None means "not given")."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    cfg = FitConfig(stage=stage)
+    if config_file:
+        data = load_yaml(config_file)
+        file_stage = data.pop("stage", None)
+        if file_stage is not None and file_stage != stage:
+            raise ConfigError(f"config file {config_file} is for stage {file_stage}, not {stage}")
+        for section, values in data.items():
+            if section not in SECTIONS:
+                raise ConfigError(
+                    f"config file {config_file}: unknown section {section!r}; "
+                    f"known: {', '.join(SECTIONS)}"
+                )
+            if not isinstance(values, dict):
+                raise ConfigError(f"config file {config_file}: section {section} is not a mapping")
+            _apply(getattr(cfg, section), values, f"config file {config_file}, {section}")
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in OPTION_FIELDS:
+            raise ConfigError(f"unknown option {name!r}")
+        section, fname = OPTION_FIELDS[name]
+        setattr(getattr(cfg, section), fname, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: FitConfig) -> None:
+    """Checks that need no data: variant vs stage, option ranges."""
+    variant = cfg.variant
+    allowed = STAGE_VARIANTS[cfg.stage]
+    if variant not in allowed:
+        if variant == "score_average":
+            raise ConfigError(
+                "variant score_average has nothing to train: evaluate the two stage-1 "
+                "checkpoints with `train eval --checkpoint A --checkpoint B --combine mean`"
+            )
+        raise ConfigError(
+            f"stage {cfg.stage} trains variant {' or '.join(allowed)}, not {variant!r}"
+        )
+    if cfg.clips.pose_input is not None and cfg.clips.pose_input not in POSE_INPUTS:
+        raise ConfigError(f"--pose-input must be one of {', '.join(POSE_INPUTS)}")
+    if cfg.run.precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    for name in ("clip_len", "stride", "pose_clip_len", "pose_stride", "input_size"):
+        value = getattr(cfg.clips, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if cfg.clips.input_size is not None and cfg.clips.input_size % 4:
+        raise ConfigError(
+            f"--input-size {cfg.clips.input_size} is not a multiple of 4 "
+            "(the pose raster is exactly a quarter of it)"
+        )
+    if cfg.optim.batch_size is not None and cfg.optim.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {cfg.optim.batch_size}")
+    if cfg.data.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {cfg.data.workers}")
+    if cfg.run.precise_bn < 0:
+        raise ConfigError(f"--precise-bn must be >= 0, got {cfg.run.precise_bn}")
+    if cfg.run.val_every < 0:
+        raise ConfigError(f"--val-every must be >= 0, got {cfg.run.val_every}")
+    init = (cfg.model.init_appearance, cfg.model.init_pose)
+    if cfg.stage != "integral" and any(init):
+        raise ConfigError("--init-appearance / --init-pose are for stage integral")
+    if cfg.stage == "integral" and sum(x is not None for x in init) == 1:
+        raise ConfigError("stage integral needs both --init-appearance and --init-pose (or none)")
+    cfg.optim.resolve(cfg.stage)  # raises on a bad schedule
+
+
+def config_to_dict(cfg: FitConfig) -> dict[str, Any]:
+    """Plain data (YAML/JSON-ready), as stored in checkpoints and printed at start."""
+    return dataclasses.asdict(cfg)
