@@ -28,11 +28,14 @@ import numpy as np
 from . import __version__, storage
 from .dataset_info import (
     DATASET_JSON,
+    ERRORS_FIELDS,
     ERRORS_PARQUET,
+    INDEX_FIELDS,
     INDEX_PARQUET,
     DatasetInfo,
     RasterParams,
     stored_size,
+    write_parquet,
 )
 from .datasets import AdapterOptions, Manifest, VideoItem, load_manifest
 from .shards import KINDS, Sample, ShardSetWriter, remove_temporaries, shard_name
@@ -709,14 +712,14 @@ def _finalize(
             summary.no_person += record["stats"].get("no_person", 0)
             for kind, n in record["bytes"].items():
                 summary.bytes_by_kind[kind] = summary.bytes_by_kind.get(kind, 0) + n
-        _write_parquet(storage.join(options.out, split, INDEX_PARQUET), index_rows, _INDEX_FIELDS)
-        _write_parquet(
+        write_parquet(storage.join(options.out, split, INDEX_PARQUET), index_rows, INDEX_FIELDS)
+        write_parquet(
             storage.join(options.out, split, ERRORS_PARQUET),
             [
                 {k: e.get(k, "") for k in ("source", "stage", "reason", "key", "split")}
                 for e in error_rows
             ],
-            _ERRORS_SCHEMA,
+            ERRORS_FIELDS,
         )
         split_info[split] = {
             "samples": len(index_rows),
@@ -752,42 +755,3 @@ def _finalize(
         },
     )
     info.save(options.out)
-
-
-_INDEX_FIELDS = (
-    ("key", "string"),
-    ("shard", "int32"),
-    ("label", "int32"),
-    ("label_name", "string"),
-    ("source", "string"),
-    ("num_frames", "int32"),
-    ("source_frames", "int32"),
-    ("fps", "float32"),
-    ("height", "int32"),
-    ("width", "int32"),
-    ("person_fraction", "float32"),
-    ("num_persons", "int32"),
-    ("bytes", "int64"),
-)
-_ERRORS_SCHEMA = (
-    ("source", "string"),
-    ("stage", "string"),
-    ("reason", "string"),
-    ("key", "string"),
-    ("split", "string"),
-)
-
-
-def _write_parquet(
-    url: str, rows: list[dict[str, Any]], fields: tuple[tuple[str, str], ...]
-) -> None:
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in fields])
-    table = pa.Table.from_pylist([{n: r.get(n) for n, _ in fields} for r in rows], schema=schema)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    storage.write_bytes_atomic(url, buf.getvalue())

@@ -28,6 +28,9 @@ __all__ = [
     "stored_size",
     "load_dataset_info",
     "resolve_dataset_root",
+    "INDEX_FIELDS",
+    "ERRORS_FIELDS",
+    "write_parquet",
 ]
 
 
@@ -149,3 +152,43 @@ def load_dataset_info(url: str) -> DatasetInfo:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{storage.join(root, DATASET_JSON)} is not valid JSON: {exc}") from None
     return DatasetInfo.from_json(data)
+
+
+# index.parquet and errors.parquet columns (shard format v1; see docs/design.md).
+INDEX_FIELDS = (
+    ("key", "string"),
+    ("shard", "int32"),
+    ("label", "int32"),
+    ("label_name", "string"),
+    ("source", "string"),
+    ("num_frames", "int32"),
+    ("source_frames", "int32"),
+    ("fps", "float32"),
+    ("height", "int32"),
+    ("width", "int32"),
+    ("person_fraction", "float32"),
+    ("num_persons", "int32"),
+    ("bytes", "int64"),
+)
+ERRORS_FIELDS = (
+    ("source", "string"),
+    ("stage", "string"),
+    ("reason", "string"),
+    ("key", "string"),
+    ("split", "string"),
+)
+
+
+def write_parquet(
+    url: str, rows: list[dict[str, Any]], fields: tuple[tuple[str, str], ...]
+) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in fields])
+    table = pa.Table.from_pylist([{n: r.get(n) for n, _ in fields} for r in rows], schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes_atomic(url, buf.getvalue())

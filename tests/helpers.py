@@ -99,9 +99,11 @@ def s3_server(bucket: str = "data") -> Iterator[dict[str, str]]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        import s3fs
+        import requests
 
-        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]})
+        # moto keeps its buckets in process-wide state that outlives a server: start empty.
+        requests.post(f"{env['AWS_ENDPOINT_URL']}/moto-api/reset", timeout=30).raise_for_status()
+        fs = s3fs_client()
         fs.mkdir(bucket)
         yield env
     finally:

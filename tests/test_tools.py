@@ -23,8 +23,7 @@ from helpers import REAL, load_npy, run_cli, s3_server, s3fs_client
 from PIL import Image
 
 from pipeline import storage
-from pipeline.build import _ERRORS_SCHEMA, _INDEX_SCHEMA, _write_parquet
-from pipeline.dataset_info import DatasetInfo
+from pipeline.dataset_info import ERRORS_FIELDS, INDEX_FIELDS, DatasetInfo, write_parquet
 from pipeline.persons import persons_per_frame
 from pipeline.raster import quantize_raster, render_clip
 from pipeline.shards import (
@@ -117,8 +116,8 @@ def make_dataset(root: Path) -> Path:
                     rows.append(row)
                 writer.commit()
         errors = [e | {"key": "", "split": split} for e in VAL_ERRORS] if split == "val" else []
-        _write_parquet(str(root / split / "index.parquet"), rows, _INDEX_SCHEMA)
-        _write_parquet(str(root / split / "errors.parquet"), errors, _ERRORS_SCHEMA)
+        write_parquet(str(root / split / "index.parquet"), rows, INDEX_FIELDS)
+        write_parquet(str(root / split / "errors.parquet"), errors, ERRORS_FIELDS)
         splits[split] = {
             "samples": len(rows),
             "shards": len(shards),
@@ -283,7 +282,7 @@ def index_row_without_sample(ds: Path) -> None:
     path = ds / "train" / "index.parquet"
     rows = pq.read_table(path).to_pylist()
     rows.append(rows[0] | {"key": "ghost"})
-    _write_parquet(str(path), rows, _INDEX_SCHEMA)
+    write_parquet(str(path), rows, INDEX_FIELDS)
 
 
 def missing_raster_shard(ds: Path) -> None:
