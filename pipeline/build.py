@@ -670,9 +670,9 @@ def _progress_actor() -> Any:
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from .report import progress_bar
 
-    return tqdm(total=total, unit="video", desc="build", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, unit="video", desc="build", enabled=enabled)
 
 
 def _finalize(

@@ -412,9 +412,9 @@ def make_dataset(
 
     iterator: Any = planned
     if progress:
-        from tqdm import tqdm
+        from pipeline.report import progress_bar
 
-        iterator = tqdm(planned, desc=f"synth {dataset}", unit="video", leave=False)
+        iterator = progress_bar(planned, desc=f"synth {dataset}", unit="video", leave=False)
     records = []
     codec = ""
     for item in iterator:
