@@ -9,46 +9,32 @@ Under torchrun (``torchrun --nproc_per_node N -m train fit ...``) the same comma
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from pipeline import __version__
+from pipeline.errors import cli_errors
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """A user's mistake (bad option, missing data, mismatched checkpoint) -> one line and exit
-    status 1, never a traceback. Anything else is a bug and keeps its traceback."""
+def _train_user_errors() -> tuple[type[BaseException], ...]:
+    from model import CheckpointError
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from model import CheckpointError
+    from .data import ShardMismatchError
 
-        from .data import ShardMismatchError
-
-        try:
-            return func(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("interrupted; `train fit ... --resume` continues from last.pt", err=True)
-            sys.exit(130)
-        except (CheckpointError, ShardMismatchError, FileNotFoundError, NotADirectoryError) as e:
-            raise click.ClickException(_one_line(e)) from None
-        except ValueError as exc:
-            if type(exc).__module__.startswith("torch"):
-                raise
-            raise click.ClickException(_one_line(exc)) from None
-
-    return wrapper
+    return (CheckpointError, ShardMismatchError, FileNotFoundError, NotADirectoryError, ValueError)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+# A user's mistake (bad option, missing data, mismatched checkpoint) -> one line and exit status
+# 1, never a traceback; torch's own errors and anything else are bugs and keep theirs.
+user_errors = cli_errors(
+    _train_user_errors,
+    "interrupted; `train fit ... --resume` continues from last.pt",
+    passthrough_modules=("torch",),
+)
 
 
 @click.group(context_settings=CONTEXT)
