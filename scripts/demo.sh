@@ -7,7 +7,7 @@ set -euo pipefail
 DEMO=${1:-demo}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 SMALL=(--appearance-depth 18 --pose-depth 18 --input-size 64 --clip-len 4 --stride 4
-       --pose-clip-len 8 --pose-stride 2 --batch-size 8 --workers 1)
+       --pose-clip-len 8 --pose-stride 2 --batch-size 8 --workers 1 --precise-bn 4)
 
 echo "== 1/6 synthetic Kinetics-style data (in context) and a Mimetics-style test set (out of context)"
 pipeline synth --dataset kinetics --out "$DEMO/raw" --num-classes 4 --videos-per-class 12 --seed 0 --overwrite
@@ -32,6 +32,6 @@ train fit --stage integral --data "$DEMO/shards" --out "$DEMO/runs/integral" --e
 
 echo "== 6/6 evaluation: in context (val) and out of context (Mimetics-style test)"
 train eval --checkpoint "$DEMO/runs/integral/best.pt" --data "$DEMO/shards" --split val --out "$DEMO/results_in_context.json"
-train eval --checkpoint "$DEMO/runs/integral/best.pt" --data "$DEMO/shards_ooc" --split test --class-map \
+train eval --checkpoint "$DEMO/runs/integral/best.pt" --data "$DEMO/shards_ooc" --split test --class-map name \
   --out "$DEMO/results_out_of_context.json"
 echo "demo done: results in $DEMO/results_*.json"
