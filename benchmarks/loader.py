@@ -48,7 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from rasters import cpu_model, ensure_peer_venv  # noqa: E402  (same peer environment)
+from rasters import ensure_peer_venv  # noqa: E402  (same peer environment)
+from report import cpu_model, write_section  # noqa: E402
 
 from pipeline.shards import decode_pose  # noqa: E402
 from pipeline.skeletons import get_layout  # noqa: E402
@@ -57,7 +58,6 @@ from train.data import ClipDataset, ClipRecipe, iter_shard_set, open_split  # no
 
 REAL = REPO.parent / "shared" / "data" / "real"
 CACHE = Path.home() / ".cache" / "integralaction" / "bench-loader"
-BEGIN, END = "<!-- loader:begin -->", "<!-- loader:end -->"
 RGB_CLIP, POSE_CLIP, INPUT = ClipSpec(8, 8), ClipSpec(32, 2), 224  # paper Table 1
 
 
@@ -265,19 +265,6 @@ def format_table(ours: dict, peer: dict | None) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace the text between the loader markers (appending them if absent), re-reading the
-    file just before writing: other benchmarks write their own sections of the same file."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=Path, help="a built dataset of the real videos")
@@ -334,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 table,
             ]
         )
-        write_section(args.write, body)
+        write_section(args.write, "loader", body)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0
 

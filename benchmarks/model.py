@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from report import write_section  # noqa: E402
+
 import model  # noqa: E402
 
-BEGIN, END = "<!-- model:begin -->", "<!-- model:end -->"
 POSE_CHANNELS = 55  # coco17: 17 heatmaps + 19 bones x 2 PAF channels
 NUM_CLASSES = 400  # Kinetics-400
 
@@ -251,28 +251,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(path: str, section: str) -> None:
-    """Replace our marked section (or append it) with a quick read-modify-write + rename."""
-    text = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        start, stop = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:start] + block + text[stop:]
-    else:
-        if not text:
-            text = "# Benchmarks\n"
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".benchmarks.", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -312,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, "model", section)
         print(f"\nwrote the model section of {args.write}")
     return 0
 

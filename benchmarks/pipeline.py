@@ -20,7 +20,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -29,20 +28,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# This script is named like the package it measures: keep its own folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# This script is named like the package it measures: its own folder goes last on the import
+# path, so `pipeline` is the package and `report` the benchmarks' helper module.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 REAL = REPO.parent / "shared" / "data" / "real"
-MARK = "pipeline"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def time_ffmpeg(path: Path) -> float:
@@ -131,23 +121,6 @@ def run_build(options) -> tuple[float, dict[str, int], int]:
     return time.perf_counter() - start, summary.bytes_by_kind, summary.samples
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def write_section(path: Path, text: str) -> None:
-    begin, end = f"<!-- {MARK}:begin -->", f"<!-- {MARK}:end -->"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{text.rstrip()}\n{end}"
-    if begin in old and end in old:
-        new = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=24, help="synthetic videos for the build")
@@ -157,6 +130,8 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="markdown file to update (docs/benchmarks.md)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+    from report import cpu_model, markdown_table, write_section
 
     from pipeline.build import BuildOptions
     from pipeline.report import human_bytes
@@ -289,7 +264,7 @@ def main() -> None:
     )
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, "pipeline", text)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -38,6 +37,8 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import cpu_model, write_section  # noqa: E402
 
 from pipeline.raster import render_clip  # noqa: E402
 from pipeline.raster_reference import render_clip_reference  # noqa: E402
@@ -57,7 +58,6 @@ PEER_PACKAGES = [
     "scipy",  # imported by mmaction's pose_transforms
 ]
 PEER_NODEPS = ["mmaction2==1.2.0"]
-BEGIN, END = "<!-- rasters:begin -->", "<!-- rasters:end -->"
 
 # A standing coco17 body facing the camera, (x, y) in units of its height; the person's left is
 # the image's right.
@@ -255,29 +255,6 @@ def format_table(local: dict, peer: dict | None) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    return match.group(1).strip() if match else "unknown CPU"
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace the text between the rasters markers in ``path`` (appending them if absent)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50, help="timed runs per method")
@@ -324,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 table,
             ]
         )
-        write_section(args.write, body)
+        write_section(args.write, "rasters", body)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0
 
