@@ -23,11 +23,11 @@ Table 4, mean and spread over seeds, and the mean gate on each test set, as in F
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -98,24 +98,31 @@ def prepare_data(work: Path, log: Path) -> tuple[Path, Path]:
     return shards_in, shards_out
 
 
+def finished_epochs(out: Path) -> int:
+    metrics = out / "metrics.csv"
+    if not metrics.exists():
+        return 0
+    with open(metrics) as f:
+        return max((int(row["epoch"]) for row in csv.DictReader(f)), default=0)
+
+
 def fit(stage: str, data: Path, out: Path, args, seed: int, log: Path, *extra: str) -> Path:
-    # The last epoch's weights, not best.pt: the in-context test set is the val split, and
-    # choosing an epoch on it would select on the test set.
-    if not (out / "last.pt").exists():
-        if out.exists():
-            shutil.rmtree(out)
-        epochs = {
-            "appearance": args.epochs_appearance,
-            "pose": args.epochs_pose,
-            "integral": args.epochs_stage2,
-        }[stage]
+    epochs = {
+        "appearance": args.epochs_appearance,
+        "pose": args.epochs_pose,
+        "integral": args.epochs_stage2,
+    }[stage]
+    if finished_epochs(out) < epochs:
+        # --resume continues a run this script was interrupted in (or starts one from scratch).
         lr = args.lr_stage2 if stage == "integral" else args.lr_stage1
         run("train", "fit", "--stage", stage, "--data", data, "--out", out, *MODEL,
             "--epochs", str(epochs), "--lr", str(lr), "--batch-size", "8", "--workers", "1",
-            "--seed", str(seed), "--precise-bn", "4", "--no-progress", *extra,
+            "--seed", str(seed), "--precise-bn", "4", "--no-progress", "--resume", *extra,
             log=log)  # fmt: skip
         for path in out.glob("epoch_*.pt"):  # only last.pt is used
             path.unlink()
+    # The last epoch's weights, not best.pt: the in-context test set is the val split, and
+    # choosing an epoch on it would select on the test set.
     return out / "last.pt"
 
 
@@ -159,6 +166,13 @@ def mean_spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def wall_parts(parts: list[float]) -> str:
+    parts = [p for p in parts if p >= 0.05]  # reruns that found everything done
+    if len(parts) < 2:
+        return ""
+    return " (" + " + ".join(f"{p:.1f}" for p in parts) + " min: interrupted and resumed)"
+
+
 def markdown(records: list[dict], meta: dict) -> str:
     order = ["appearance-only", "pose-only", "score average", "no gate", "feature fuse",
              "no L_gate", "IntegralAction"]  # fmt: skip
@@ -170,7 +184,8 @@ def markdown(records: list[dict], meta: dict) -> str:
         "# In-context / out-of-context experiment (analogue of the paper's Table 4)",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}; {meta['machine']}; wall time {meta['minutes']:.1f} min.  ",
+        f"Date: {meta['date']}; {meta['machine']}; wall time {meta['minutes']:.1f} min"
+        f"{wall_parts(meta['minutes_per_invocation'])}.  ",
         f"Seeds: {', '.join(map(str, meta['seeds']))}; mean ± standard deviation over seeds.",
         "",
         "Data (`pipeline synth`, then `pipeline build` with precomputed poses): "
@@ -211,6 +226,24 @@ def markdown(records: list[dict], meta: dict) -> str:
         cells = [
             mean_spread([100 * r["mean_gate"][part] for r in rs]) + " %"
             for part in ("in_context", "out_of_context")
+        ]
+        lines.append(f"| {key[0]} | {lam} | " + " | ".join(cells) + " |")
+    seeds = sorted({r["seed"] for r in records})
+    lines += [
+        "",
+        "Top-1 per seed, in context / out of context:",
+        "",
+        "| model | lambda | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|---:|" + "---:|" * len(seeds),
+    ]
+    for key in keys:
+        by_seed = {r["seed"]: r for r in groups[key]}
+        lam = "-" if key[1] is None else f"{key[1]:g}"
+        cells = [
+            f"{by_seed[s]['in_context']['top1']:.1f} / {by_seed[s]['out_of_context']['top1']:.1f}"
+            if s in by_seed
+            else "-"
+            for s in seeds
         ]
         lines.append(f"| {key[0]} | {lam} | " + " | ".join(cells) + " |")
     chance = 100.0 / meta["classes"]
@@ -328,6 +361,11 @@ def main() -> None:
                 pair.append(job)
             evaluations.append((seed, name, lam, pair))
     results = jobs.run()
+    # Wall time per invocation: a run that was interrupted and resumed reports all its parts.
+    ledger = work / "wall_minutes.json"
+    parts = json.loads(ledger.read_text()) if ledger.exists() else []
+    parts.append(round((time.monotonic() - started) / 60, 2))
+    ledger.write_text(json.dumps(parts) + "\n")
     records = [
         record(name, lam, seed, results[pair[0]], results[pair[1]])
         for seed, name, lam, pair in evaluations
@@ -339,7 +377,8 @@ def main() -> None:
         "command": "python experiments/out_of_context.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU",
-        "minutes": (time.monotonic() - started) / 60,
+        "minutes": sum(parts),
+        "minutes_per_invocation": parts,
         "seeds": args.seeds,
         "classes": len(info_in["classes"]),
         "train_videos": info_in["splits"]["train"]["samples"],
