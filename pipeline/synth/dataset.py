@@ -45,6 +45,7 @@ mostly outside the frame ("cutoff"); the pose files then mark what cannot be see
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import shutil
@@ -364,21 +365,9 @@ def make_dataset(
     out_dir: str | Path,
     dataset: str,
     *,
-    num_classes: int = 6,
-    videos_per_class: int = 4,
-    frames: int = 48,
-    width: int | None = None,
-    height: int | None = None,
-    persons: int = 2,
-    context: str | None = None,
-    context_pairs: int = 0,
-    shared_context: int = 0,
-    hidden_fraction: float = 0.0,
-    val_fraction: float = 0.25,
-    fps: float = 30.0,
-    seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """Write a synthetic ``dataset`` ("kinetics", "mimetics" or "ntu") under ``out_dir``.
 
@@ -387,25 +376,17 @@ def make_dataset(
     quarter of the videos, at least two, show more than one). ``hidden_fraction`` of the videos
     hide their person; ``val_fraction`` of each kinetics class goes to val. Raises
     :class:`SynthError` on bad options or a non-empty ``out_dir`` without ``overwrite``.
+    ``options`` are the keyword arguments of :func:`plan_dataset` (one signature for both).
     Returns a summary dict (see :func:`format_summary`).
     """
     started = time.perf_counter()
-    classes, num_contexts, planned = plan_dataset(
-        dataset,
-        num_classes=num_classes,
-        videos_per_class=videos_per_class,
-        frames=frames,
-        width=width,
-        height=height,
-        persons=persons,
-        context=context,
-        context_pairs=context_pairs,
-        shared_context=shared_context,
-        hidden_fraction=hidden_fraction,
-        val_fraction=val_fraction,
-        fps=fps,
-        seed=seed,
-    )
+    try:
+        bound = inspect.signature(plan_dataset).bind(dataset, **options)
+    except TypeError as exc:
+        raise SynthError(f"make_dataset: {exc}") from None
+    bound.apply_defaults()
+    opts = {k: v for k, v in bound.arguments.items() if k != "dataset"}
+    classes, num_contexts, planned = plan_dataset(dataset, **opts)
     out = Path(out_dir)
     _prepare_out(out, overwrite)
     spec0 = planned[0].spec
@@ -446,26 +427,19 @@ def make_dataset(
             )  # fmt: skip
         (out / "annotations.csv").write_bytes(buf.getvalue().encode("utf-8"))
 
-    options = {
+    summary_options = {
         "dataset": dataset,
-        "num_classes": num_classes,
-        "videos_per_class": videos_per_class,
-        "frames": frames,
+        **opts,
         "width": spec0.width,
         "height": spec0.height,
-        "persons": persons,
-        "context": context or DEFAULT_CONTEXT[dataset],
-        "context_pairs": context_pairs,
-        "shared_context": shared_context,
-        "hidden_fraction": hidden_fraction,
-        "val_fraction": val_fraction if dataset == "kinetics" else None,
-        "fps": float(fps),
-        "seed": seed,
+        "context": opts["context"] or DEFAULT_CONTEXT[dataset],
+        "val_fraction": opts["val_fraction"] if dataset == "kinetics" else None,
+        "fps": float(opts["fps"]),
     }
     meta = {
         "generator": "pipeline synth",
         "format": 1,
-        "options": options,
+        "options": summary_options,
         "codec": codec,
         "coordinates": (
             "pixel centres at integers; kinetics-skeleton x = x_px / width, y = y_px / height; "
@@ -486,14 +460,14 @@ def make_dataset(
         "dataset": dataset,
         "out": str(out),
         "num_videos": len(planned),
-        "num_classes": num_classes,
+        "num_classes": len(classes),
         "classes": [c.name for c in classes],
         "splits": splits,
-        "frames": frames,
+        "frames": spec0.frames,
         "width": spec0.width,
         "height": spec0.height,
-        "fps": float(fps),
-        "context": options["context"],
+        "fps": spec0.fps,
+        "context": summary_options["context"],
         "hidden": sum(1 for item in planned if item.spec.hidden),
         "multi_person": sum(1 for item in planned if item.spec.persons > 1),
         "codec": codec,
