@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from rasters import ensure_peer_venv  # noqa: E402  (same peer environment)
-from report import cpu_model, write_section  # noqa: E402
+from report import cpu_model, load_note, write_section  # noqa: E402
 
 from pipeline.shards import decode_pose  # noqa: E402
 from pipeline.skeletons import get_layout  # noqa: E402
@@ -301,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 f"`{command.strip()}` on {datetime.date.today().isoformat()}, {cpu_model()} "
                 f"({os.cpu_count()} cores visible; one thread per side), Python "
-                f"{platform.python_version()}, torch {torch.__version__}; 1-min load average "
-                f"{load_before:.1f} before and {load_after:.1f} after (other jobs shared the "
-                "machine, so wall-clock rates are lower and noisier than CPU-time rates).",
+                f"{platform.python_version()}, torch {torch.__version__}; "
+                f"{load_note(load_before, load_after, 1)}; CPU-time rates are steadier than "
+                "wall-clock rates on a shared machine.",
                 "",
                 f"Same {len(split.index)} real videos (../shared/data/real), built with "
                 f"`pipeline build --dataset generic --pose mediapipe` (short side "

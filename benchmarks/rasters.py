@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import cpu_model, write_section  # noqa: E402
+from report import cpu_model, load_note, write_section  # noqa: E402
 
 from pipeline.raster import render_clip  # noqa: E402
 from pipeline.raster_reference import render_clip_reference  # noqa: E402
@@ -279,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"`{command.strip()}` on {datetime.date.today().isoformat()}, {cpu_model()} "
                 f"({os.cpu_count()} cores visible; one thread used), Python "
                 f"{platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}; "
-                f"1-min load average {load_before:.1f} before and {load_after:.1f} after the run "
-                "(other jobs shared the machine).",
+                f"{load_note(load_before, load_after, 1)}.",
                 "",
                 "Same seeded clips for every method: 32 frames, 5 persons, coco17, "
                 "scale 0.25 from a 224x224 and a 256x340 source. Best and median of the timed "

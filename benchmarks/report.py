@@ -12,7 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["cpu_model", "markdown_table", "write_section"]
+__all__ = ["cpu_model", "load_note", "markdown_table", "write_section"]
 
 
 def cpu_model() -> str:
@@ -22,6 +22,14 @@ def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
     match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     return match.group(1).strip() if match else "unknown CPU"
+
+
+def load_note(before: float, after: float, own_threads: int) -> str:
+    """The 1-min load average around a run, and whether other work shared the cores."""
+    shared = max(before, after) > own_threads + 0.5
+    return f"1-min load average {before:.1f} before and {after:.1f} after the run" + (
+        " (other jobs shared the machine)" if shared else " (nothing else ran)"
+    )
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
