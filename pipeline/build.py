@@ -602,11 +602,11 @@ def _run(
 ) -> None:
     import ray
 
-    cpus = os.cpu_count() or 1
-    workers = options.num_workers or cpus
+    workers = options.num_workers or os.cpu_count() or 1
     uses_actor = options.pose in ("mediapipe", "mmpose")
-    # Shard tasks wait on pose actors much of the time: give the local Ray room for both.
-    _init_ray(options, logical_cpus=max(cpus, workers * (2 if uses_actor else 1)))
+    # A local Ray gets exactly the CPUs the workers ask for, so --num-workers bounds the work
+    # done at once; shard tasks wait on pose actors much of the time, so both get room.
+    _init_ray(options, logical_cpus=workers * (2 if uses_actor else 1))
 
     actors: list[Any] = []
     if uses_actor:
@@ -626,7 +626,9 @@ def _run(
         actor = actors[spec.number % len(actors)] if actors else None
         refs[task.remote(spec, ctx, actor, progress)] = spec
 
-    for _ in range(min(len(queue), workers * 2)):
+    # At most `workers` shard tasks in flight, on a cluster too (where Ray would run any
+    # queued extra at once on a free CPU).
+    for _ in range(min(len(queue), workers)):
         submit()
     bar = _progress_bar(videos_total, show_progress)
     seen = 0
