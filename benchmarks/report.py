@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import platform
 import re
-import tempfile
 from pathlib import Path
+
+from pipeline.storage import write_bytes_atomic
 
 __all__ = ["cpu_model", "load_note", "markdown_table", "write_section"]
 
@@ -52,8 +53,4 @@ def write_section(path: str | os.PathLike, name: str, body: str) -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".benchmarks.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
