@@ -3,7 +3,7 @@
     python benchmarks/loader.py [--shards DIR] [--clips N] [--skip-peer] [--write docs/benchmarks.md]
 
 Both sides make training clips of the paper's shape from the same real videos
-(../shared/data/real), on one core (one thread everywhere), and are timed in CPU seconds of
+(tests/data/real), on one core (one thread everywhere), and are timed in CPU seconds of
 their process (robust on a shared machine) as well as wall time:
 
 - ours (``train.data.ClipDataset``, the trainer's loader, in-process, no DataLoader workers):
@@ -56,7 +56,7 @@ from pipeline.skeletons import get_layout  # noqa: E402
 from train.clips import ClipSpec  # noqa: E402
 from train.data import ClipDataset, ClipRecipe, iter_shard_set, open_split  # noqa: E402
 
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = REPO / "tests" / "data" / "real"
 CACHE = Path.home() / ".cache" / "integralaction" / "bench-loader"
 RGB_CLIP, POSE_CLIP, INPUT = ClipSpec(8, 8), ClipSpec(32, 2), 224  # paper Table 1
 
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{load_note(load_before, load_after, 1)}; CPU-time rates are steadier than "
                 "wall-clock rates on a shared machine.",
                 "",
-                f"Same {len(split.index)} real videos (../shared/data/real), built with "
+                f"Same {len(split.index)} real videos (tests/data/real), built with "
                 f"`pipeline build --dataset generic --pose mediapipe` (short side "
                 f"{info.short_side}, frame stride {info.frame_stride}, layout {info.layout}); "
                 f"{args.clips} timed training clips per row and side, after a warm-up. Ours: "

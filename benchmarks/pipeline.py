@@ -9,7 +9,7 @@ Measures, on this machine:
 - build with precomputed poses (a `pipeline synth` Kinetics-style set at 340x256): the same
   per-video work run sequentially in one process without Ray (the reference), and the Ray build
   at 1 and 2 workers;
-- build with mediapipe pose (the real footage in ../shared/data/real) at 1 and 2 workers;
+- build with mediapipe pose (the real footage in tests/data/real) at 1 and 2 workers;
 - bytes per video of rgb, pose and raster shards.
 Every build includes Ray start-up (about 4 s here); videos/s is videos / wall time.
 """
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # helper module.
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = REPO / "tests" / "data" / "real"
 
 
 def time_ffmpeg(path: Path) -> float:

@@ -9,7 +9,7 @@ zero-fill row times ``out.fill(0)`` on the same float32 array, the physical floo
 
 The peer is mmaction2's ``GeneratePoseTarget`` (PoseC3D), heatmaps only and with limb maps (the
 same 19 bones), default sigma 0.6. It needs numpy<2, so it runs in its own virtual environment,
-created on first use under ~/.cache/integralaction/bench-mmaction (see ../shared/NOTES.md); the
+created on first use under ~/.cache/integralaction/bench-mmaction (numpy<2: its PoseCompact uses np.Inf); the
 poses go to it as an .npy file and it prints its timings as JSON.
 """
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = REPO / "tests" / "data" / "real"
 BIN = Path(sys.executable).parent
 
 
 def real_video(name: str) -> Path:
-    """A real sample video from ../shared/data/real (CI has ../shared beside the clone)."""
+    """A real sample video from tests/data/real (see its README and NOTICE)."""
     path = REAL / name
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} is missing: the tests need ../shared/data/real beside the checkout"
+            f"{path} is missing from the checkout (tests/data/real)"
         )
     return path
 

