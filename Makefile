@@ -23,6 +23,7 @@ venv: $(BIN)/.installed
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=8 pipeline train benchmarks
 	$(BIN)/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 test: lint

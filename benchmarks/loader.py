@@ -54,7 +54,7 @@ from report import cpu_model, load_note, write_section  # noqa: E402
 from pipeline.shards import decode_pose  # noqa: E402
 from pipeline.skeletons import get_layout  # noqa: E402
 from train.clips import ClipSpec  # noqa: E402
-from train.data import ClipDataset, ClipRecipe, iter_shard_set, open_split  # noqa: E402
+from train.data import ClipDataset, ClipRecipe, open_split  # noqa: E402
 
 REAL = REPO / "tests" / "data" / "real"
 CACHE = Path.home() / ".cache" / "integralaction" / "bench-loader"
@@ -181,20 +181,20 @@ def peer_inputs(shards: Path, tmp: Path) -> tuple[list[dict], str]:
     """Per video: the raw file and its keypoints as mmaction's pose annotations (.npz)."""
     split = open_split(str(shards), "train")
     sources = {}
-    for number in split.index.shard_numbers():
-        for key, group in iter_shard_set(split.url, number, ("pose",)):
-            keypoints, _, meta = decode_pose(group)
-            kp = np.transpose(keypoints, (1, 0, 2, 3))  # [M, T, V, 3]
-            if kp.shape[0] == 0:  # no person anywhere: one empty person, as pyskl writes
-                kp = np.zeros((1, keypoints.shape[0], keypoints.shape[2], 3), np.float32)
-            path = tmp / f"{key}.npz"
-            np.savez(
-                path,
-                keypoint=kp[..., :2].astype(np.float32),
-                keypoint_score=kp[..., 2].astype(np.float32),
-                img_shape=np.array([meta["height"], meta["width"]]),
-            )
-            sources[key] = {"path": str(REAL / Path(meta["source"]).name), "poses": str(path)}
+    for sample in split.pipeline(kinds=("pose",)):
+        key = sample["__key__"]
+        keypoints, _, meta = decode_pose(sample)
+        kp = np.transpose(keypoints, (1, 0, 2, 3))  # [M, T, V, 3]
+        if kp.shape[0] == 0:  # no person anywhere: one empty person, as pyskl writes
+            kp = np.zeros((1, keypoints.shape[0], keypoints.shape[2], 3), np.float32)
+        path = tmp / f"{key}.npz"
+        np.savez(
+            path,
+            keypoint=kp[..., :2].astype(np.float32),
+            keypoint_score=kp[..., 2].astype(np.float32),
+            img_shape=np.array([meta["height"], meta["width"]]),
+        )
+        sources[key] = {"path": str(REAL / Path(meta["source"]).name), "poses": str(path)}
     return [sources[k] for k in sorted(sources)], split.info.layout
 
 

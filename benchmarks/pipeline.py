@@ -78,40 +78,19 @@ def _timed(fn) -> float:
 
 
 def sequential_reference(options) -> float:
-    """The build's per-video work, one process, no Ray: the cost the Ray build distributes."""
-    from pipeline.build import RasterParams, _decode, _Decoded, _finish, plan_shards
-    from pipeline.datasets import AdapterOptions, load_manifest
-    from pipeline.shards import ShardSetWriter
+    """The build's per-video work, one process, no Ray: the cost the Ray build distributes.
 
-    manifest = load_manifest(
-        options.dataset,
-        AdapterOptions(
-            videos=options.videos,
-            annotations=options.annotations,
-            poses=options.poses,
-            classes_file=options.classes,
-        ),
-    )
-    plan = plan_shards(manifest, 0, options.samples_per_shard, None)
-    ctx = {
-        "out": options.out,
-        "frame_stride": 2,
-        "short_side": 256,
-        "poses_fps": "auto",
-        "layout": None,
-        "pose": "precomputed",
-        "pose_layout": "openpose18",
-        "pose_tracked": False,
-        "raster": RasterParams(),
-    }
+    The public ``build_shard`` over the build's own plan and context, shard after shard.
+    """
+    from pipeline.build import build_shard, load_build_manifest, plan_shards, shard_context
+
+    manifest = load_build_manifest(options)
+    ctx = shard_context(options, manifest)
+    plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
     start = time.perf_counter()
     for specs in plan.values():
         for spec in specs:
-            writer = ShardSetWriter(os.path.join(options.out, spec.split), spec.number)
-            for item in spec.items:
-                sample, _ = _finish(_Decoded(item, _decode(item, ctx)), ctx)
-                writer.add(sample)
-            writer.commit()
+            build_shard(spec, ctx)
     return time.perf_counter() - start
 
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from model.integral import STAGE2_VARIANTS, ActionModel, build
+from pipeline.errors import InvalidInput
 
 __all__ = [
     "FORMAT_VERSION",
@@ -74,7 +75,7 @@ _STAGE1_COMPARED = tuple(k for k in CONTRACT_KEYS if k != "normalisation")
 _REQUIRED = ("format_version", "model_config", "contract", "state_dict")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInput):
     """A checkpoint is missing, corrupt, or does not fit; the message is one line."""
 
 

@@ -7,7 +7,12 @@ from typing import Any
 import click
 
 from . import __version__
+from .build.options import POSE_CHOICES, POSES_FPS_HELP, default_of
+from .build.plan import DEFAULT_MAX_SAMPLES_PER_SHARD, MIN_SHARDS_PER_SPLIT
+from .datasets import DATASETS
+from .datasets.ntu import PROTOCOLS
 from .errors import user_errors
+from .skeletons import LAYOUT_NAMES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -54,7 +59,7 @@ def _coerce(raw: str) -> Any:
 @click.option(
     "--dataset",
     required=True,
-    type=click.Choice(["kinetics", "mimetics", "ntu", "generic"]),
+    type=click.Choice(DATASETS),
     help="Annotation format of the input.",
 )
 @click.option(
@@ -78,8 +83,8 @@ def _coerce(raw: str) -> Any:
 )
 @click.option(
     "--pose",
-    type=click.Choice(["mediapipe", "mmpose", "precomputed"]),
-    default="mediapipe",
+    type=click.Choice(POSE_CHOICES),
+    default=default_of("pose"),
     show_default=True,
     help="Where keypoints come from.",
 )
@@ -90,19 +95,19 @@ def _coerce(raw: str) -> Any:
 )
 @click.option(
     "--poses-fps",
-    default="auto",
+    default=default_of("poses_fps"),
     show_default=True,
-    metavar="auto|native|N",
+    metavar=POSES_FPS_HELP,
     help="Time alignment of kinetics-skeleton files.",
 )
 @click.option(
     "--layout",
-    type=click.Choice(["coco17", "openpose18", "ntu25"]),
+    type=click.Choice(LAYOUT_NAMES),
     help="Convert keypoints to this layout. Default: the source's.",
 )
 @click.option(
     "--protocol",
-    type=click.Choice(["xsub", "xview", "xset"]),
+    type=click.Choice(PROTOCOLS),
     help="NTU train/val protocol (default xsub).",
 )
 @click.option(
@@ -116,19 +121,20 @@ def _coerce(raw: str) -> Any:
 @click.option(
     "--samples-per-shard",
     type=click.IntRange(min=1),
-    help="Videos per shard. Default: min(100, split size / 8).",
+    help=f"Videos per shard. Default: min({DEFAULT_MAX_SAMPLES_PER_SHARD}, split size / "
+    f"{MIN_SHARDS_PER_SPLIT}), near 256 MB shards at Kinetics scale.",
 )
 @click.option(
     "--frame-stride",
     type=click.IntRange(min=1),
-    default=2,
+    default=default_of("frame_stride"),
     show_default=True,
     help="Keep every N-th source frame.",
 )
 @click.option(
     "--short-side",
     type=click.IntRange(min=16),
-    default=256,
+    default=default_of("short_side"),
     show_default=True,
     help="Stored frame short side (pixels).",
 )
@@ -137,7 +143,13 @@ def _coerce(raw: str) -> Any:
     type=click.IntRange(min=1),
     help="At most this many videos per split (after shuffling).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shard order.")
+@click.option(
+    "--seed",
+    type=int,
+    default=default_of("seed"),
+    show_default=True,
+    help="Seed of the shard order.",
+)
 @click.option(
     "--overwrite",
     is_flag=True,

@@ -1,64 +1,96 @@
-"""How command-line tools report user mistakes: one line and a non-zero exit, never a traceback.
+"""How the command-line tools report errors: a user's mistake in one line, a bug with its traceback.
 
-Lives apart from :mod:`pipeline.cli` so that command modules (``pipeline.tools``, ``synth``) can
-use the decorator while ``pipeline.cli`` imports them, without an import cycle. The trainer's CLI
-builds its own decorator with :func:`cli_errors`.
+Every mistake a user can make (a bad option, an input that does not exist, a file in the wrong
+format, data that does not match a checkpoint) raises a subclass of :class:`UserError`; the CLIs
+turn exactly those into one line on stderr and exit status 1. Anything else, builtin
+``ValueError`` and ``RuntimeError`` included, is a bug and keeps its traceback. ``--debug`` on
+any command shows the traceback of a user error too.
+
+Lives apart from :mod:`pipeline.cli` so that command modules (``pipeline.tools``, ``synth``, the
+trainer's CLI) can use :data:`user_errors` without an import cycle.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-__all__ = ["cli_errors", "one_line", "user_errors"]
+__all__ = [
+    "UserError",
+    "InputNotFound",
+    "InvalidInput",
+    "cli_errors",
+    "one_line",
+    "root_cause",
+    "user_errors",
+]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class UserError(Exception):
+    """A mistake of the user: reported as one line and exit status 1, never a traceback."""
+
+
+class InputNotFound(UserError, FileNotFoundError):
+    """A file, folder or URL the user named does not exist."""
+
+
+class InvalidInput(UserError, ValueError):
+    """Input the user gave is not what the command reads (format, content, combination)."""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: through ``raise ... from``, Ray's task and actor wrappers
+    (``RayTaskError.cause``, an actor's creation error) and webdataset's decoding wrapper."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError
+        if not isinstance(inner, BaseException):
+            # ActorDiedError keeps the creation task's RayTaskError here.
+            inner = getattr(getattr(exc, "_actor_init_failed_error", None), "cause", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.__cause__
+        if not isinstance(inner, BaseException):
+            return exc
+        exc = inner
+    return exc
 
 
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The first line of an exception's message, plain text (terminal colour codes removed)."""
+    text = _ANSI.sub("", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def cli_errors(
-    user_types: Callable[[], tuple[type[BaseException], ...]],
-    interrupted: str,
-    passthrough_modules: tuple[str, ...] = ("ray", "torch"),
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator: exceptions of ``user_types()`` become one line and exit status 1.
-
-    ``user_types`` is called when an error happens (so the exception classes can live in
-    modules that import the CLI). Exceptions whose class comes from ``passthrough_modules`` are
-    bugs or infrastructure failures and keep their traceback, as does anything else.
-    """
+def cli_errors(interrupted: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator for click commands: :class:`UserError` -> one line, exit status 1; Ctrl-C ->
+    ``interrupted``, exit status 130. It adds ``--debug`` (show the traceback instead)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
             try:
                 return func(*args, **kwargs)
             except KeyboardInterrupt:
                 click.echo(interrupted, err=True)
                 sys.exit(130)
-            except Exception as exc:
-                from_library = type(exc).__module__.startswith(passthrough_modules)
-                if isinstance(exc, user_types()) and not from_library:
-                    raise click.ClickException(one_line(exc)) from None
-                raise
+            except UserError as exc:
+                if debug:
+                    raise
+                raise click.ClickException(one_line(exc)) from None
 
-        return wrapper
+        return click.option("--debug", is_flag=True, help="On an error, show the full traceback.")(
+            wrapper
+        )
 
     return decorate
 
 
-def _pipeline_user_errors() -> tuple[type[BaseException], ...]:
-    from .build import BuildError
-    from .formats import PoseFileError
-
-    return (BuildError, PoseFileError, FileNotFoundError, NotADirectoryError, ValueError,
-            RuntimeError)  # fmt: skip
-
-
-user_errors = cli_errors(_pipeline_user_errors, "interrupted; run the same command again to resume")
+user_errors = cli_errors("interrupted; run the same command again to resume")

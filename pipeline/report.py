@@ -7,23 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["human_bytes", "print_build_summary", "progress_bar"]
-
-
-def progress_bar(iterable=None, *, enabled: bool = True, **kwargs: Any) -> Any:
-    """A tqdm bar on stderr; in a log (not a terminal) it redraws every 10 s, not every tick."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    interactive = sys.stderr.isatty()
-    return tqdm(
-        iterable,
-        disable=not enabled,
-        mininterval=0.2 if interactive else 10.0,
-        dynamic_ncols=interactive,
-        **kwargs,
-    )
+__all__ = ["human_bytes", "print_build_summary"]
 
 
 def human_bytes(n: float) -> str:

@@ -21,6 +21,8 @@ from typing import IO
 
 import fsspec
 
+from .errors import UserError
+
 __all__ = [
     "is_remote",
     "join",
@@ -32,6 +34,8 @@ __all__ = [
     "read_bytes",
     "write_bytes_atomic",
     "atomic_local_target",
+    "AtomicFile",
+    "TMP_PREFIX",
     "put_file_atomic",
     "remove",
     "local_copy",
@@ -91,7 +95,7 @@ def get_fs(url: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
-        raise RuntimeError(
+        raise UserError(
             f"{protocol}:// needs an extra package ({exc}); install with "
             "pip install 'integralaction[s3]'"
         ) from None
@@ -128,12 +132,21 @@ def read_bytes(url: str | os.PathLike) -> bytes:
         return f.read()
 
 
+# Prefix of the temporary names of unfinished writes; a resumed build deletes leftovers.
+TMP_PREFIX = ".tmp-"
+
+
+def _temporary_beside(final_path: str) -> str:
+    directory = os.path.dirname(final_path) or "."
+    os.makedirs(directory, exist_ok=True)
+    name = f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(final_path)}"
+    return os.path.join(directory, name)
+
+
 @contextlib.contextmanager
 def atomic_local_target(final_path: str) -> Iterator[str]:
     """A temporary path beside ``final_path`` that is renamed onto it when the block succeeds."""
-    directory = os.path.dirname(final_path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(final_path)}")
+    tmp = _temporary_beside(final_path)
     try:
         yield tmp
         os.replace(tmp, final_path)
@@ -156,6 +169,52 @@ def put_file_atomic(local_path: str, url: str | os.PathLike) -> None:
     final = strip_protocol(url)
     with atomic_local_target(final) as tmp:
         shutil.copyfile(local_path, tmp)
+
+
+class AtomicFile:
+    """A binary file that appears at ``url`` only when :meth:`commit` is called.
+
+    Local targets are written under a hidden temporary name in the target's folder and renamed;
+    remote targets are written to a local temporary file and uploaded on commit (an object
+    store shows an object only once its upload completes). :meth:`abort` (or an exception in a
+    ``with`` block) deletes the temporary file, so nothing half-written ever has the final name.
+    """
+
+    def __init__(self, url: str | os.PathLike) -> None:
+        self.url = str(url)
+        self._remote = is_remote(self.url)
+        if self._remote:
+            fd, self._tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=posixpath.basename(self.url))
+            self.file: IO[bytes] = os.fdopen(fd, "wb")
+        else:
+            self._tmp = _temporary_beside(strip_protocol(self.url))
+            self.file = open(self._tmp, "wb")  # closed by commit() or abort()
+
+    def commit(self) -> None:
+        self.file.close()
+        try:
+            if self._remote:
+                fs, path = get_fs(self.url)
+                fs.put_file(self._tmp, path)
+            else:
+                os.replace(self._tmp, strip_protocol(self.url))
+        finally:
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)
+
+    def abort(self) -> None:
+        self.file.close()
+        if os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
 
 def write_bytes_atomic(url: str | os.PathLike, data: bytes) -> None:

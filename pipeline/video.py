@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset_info import stored_size
+from .shards.info import stored_size
 
 __all__ = ["DecodeError", "DecodedVideo", "probe", "decode_video", "kept_indices"]
 

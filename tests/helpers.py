@@ -24,9 +24,7 @@ def real_video(name: str) -> Path:
     """A real sample video from tests/data/real (see its README and NOTICE)."""
     path = REAL / name
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing from the checkout (tests/data/real)"
-        )
+        raise FileNotFoundError(f"{path} is missing from the checkout (tests/data/real)")
     return path
 
 
@@ -65,6 +63,28 @@ def samples_of(split_dir: Path, kind: str) -> dict[str, dict[str, bytes]]:
             key, _, ext = name.partition(".")
             out.setdefault(key, {})[ext] = data
     return out
+
+
+def tar_groups(path: str | Path) -> list[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) of one tar, in member order (tarfile: independent of the
+    project's reader)."""
+    groups: list[tuple[str, dict[str, bytes]]] = []
+    for name, data in read_tar(path):
+        key, _, ext = name.partition(".")
+        if not groups or groups[-1][0] != key:
+            groups.append((key, {}))
+        groups[-1][1][ext] = data
+    return groups
+
+
+def write_tar_groups(path: str | Path, groups: list[tuple[str, dict[str, bytes]]]) -> None:
+    """Write (key, members) groups as a plain tar, members in the given order."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, members in groups:
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
 
 
 def load_npy(data: bytes) -> np.ndarray:

@@ -27,9 +27,9 @@ from helpers import (
     samples_of,
 )
 
-from pipeline.dataset_info import stored_size
 from pipeline.formats import read_kinetics_skeleton, read_ntu_skeleton
 from pipeline.pose.precomputed import rescale_keypoints
+from pipeline.shards import stored_size
 from pipeline.skeletons import get_layout
 
 pytestmark = pytest.mark.slow

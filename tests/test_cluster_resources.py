@@ -2,7 +2,7 @@
 
 The Ray tests start a real local Ray that declares one GPU (``ray.init(num_gpus=1)``). Ray then
 hands GPU id 0 (and ``CUDA_VISIBLE_DEVICES=0``) to whoever asks for a GPU, which is all a pose
-actor ever sees of one. The builds are the real ``pipeline.build.build`` (its ``_run`` creates
+actor ever sees of one. The builds are the real ``pipeline.build.build`` (its ``run_shards`` creates
 the actors and wraps ``build_shard`` itself); a spy on ``ray.remote`` only wraps the shard task
 so that it records, from inside the task, the GPUs Ray gave it. The mmpose actor runs the real
 backend with a stand-in model (mmcv does not install here; see tests/test_pose_mmpose.py): a
@@ -36,7 +36,7 @@ import ray
 import yaml
 from helpers import REPO, run_cli
 
-from pipeline import build as build_module
+from pipeline.build import runner as runner_module
 from pipeline.build import BuildOptions, build, plan_shards, pose_actor_options, shard_task_options
 from pipeline.cli import _parse_pose_options
 from pipeline.cli import main as pipeline_cli
@@ -144,9 +144,9 @@ def test_resources_on_a_cluster_with_a_gpu(gpu_cluster) -> None:
 
 
 def _recording_shard_task(func: Any, probe_dir: str) -> Any:
-    """``build_shard`` that first records, inside the Ray task, what Ray gave it."""
+    """The shard task that first records, inside the Ray task, what Ray gave it."""
 
-    def build_shard(spec, ctx, pose_actor=None, progress=None):
+    def shard_task(spec, ctx, pose_actor=None, progress=None):
         import json
         import os
 
@@ -159,17 +159,17 @@ def _recording_shard_task(func: Any, probe_dir: str) -> Any:
         record = func(spec, ctx, pose_actor, progress)
         # After the shard: by then a pose actor, if any, has served it (and holds its GPU).
         info["free_gpus"] = ray.available_resources().get("GPU", 0.0)
-        info["samples"] = len(record["keys"])
+        info["samples"] = record["samples"]
         name = f"task-{spec.split}-{spec.number:06d}.json"
         with open(os.path.join(probe_dir, name), "w") as f:
             json.dump(info, f)
         return record
 
-    return build_shard
+    return shard_task
 
 
 def _spy_on_shard_task(monkeypatch, probe_dir: Path) -> list[dict[str, Any]]:
-    """Patch ``ray.remote`` so that the options ``_run`` gives ``build_shard`` are kept and the
+    """Patch ``ray.remote`` so that the options ``run_shards`` gives the shard task are kept and the
     task records its GPUs; everything else (actors, the progress counter) passes through."""
     real_remote = ray.remote
     seen: list[dict[str, Any]] = []
@@ -180,7 +180,7 @@ def _spy_on_shard_task(monkeypatch, probe_dir: Path) -> list[dict[str, Any]]:
         decorate = real_remote(**kwargs)
 
         def apply(target: Any) -> Any:
-            if target is build_module.build_shard:
+            if target is runner_module._remote_shard:
                 seen.append(dict(kwargs))
                 return decorate(_recording_shard_task(target, str(probe_dir)))
             return decorate(target)
@@ -237,7 +237,7 @@ def _build_options(raw: Path, out: Path, address: str, **extra: Any) -> BuildOpt
         annotations=str(raw / "annotations.csv"),
         classes=str(raw / "classes.txt"),
         out=str(out),
-        ray_address=address,  # the test's Ray: _run neither starts nor stops one
+        ray_address=address,  # the test's Ray: run_shards neither starts nor stops one
         num_workers=1,
         samples_per_shard=1,
         short_side=32,
@@ -287,9 +287,9 @@ def test_mmpose_build_gives_the_gpu_to_the_pose_actor_and_none_to_shard_tasks(
     seen = _spy_on_shard_task(monkeypatch, probes)
     summary = build(options, show_progress=False)
 
-    assert seen == [SHARD_TASK]  # the options _run gave build_shard
+    assert seen == [SHARD_TASK]  # the options run_shards gave the shard task
     assert summary.samples == summary.videos == 4 and not summary.errors_by_stage
-    # The pose actor, created by _run as pose_actor_options("mmpose") says, holds the GPU.
+    # The pose actor, created by run_shards as pose_actor_options("mmpose") says, holds the GPU.
     actors = [json.loads(p.read_text()) for p in probes.glob("actor-*.json")]
     assert len(actors) == 1  # --num-workers 1: one actor served every video
     assert actors[0]["gpu_ids"] == ["0"] and actors[0]["assigned"].get("GPU") == 1.0

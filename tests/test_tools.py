@@ -19,20 +19,28 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
-from helpers import REAL, load_npy, run_cli, s3_server, s3fs_client
+from helpers import (
+    REAL,
+    load_npy,
+    run_cli,
+    s3_server,
+    s3fs_client,
+    tar_groups,
+    write_tar_groups,
+)
 from PIL import Image
 
-from pipeline import storage
-from pipeline.dataset_info import ERRORS_FIELDS, INDEX_FIELDS, DatasetInfo, write_parquet
 from pipeline.persons import persons_per_frame
 from pipeline.raster import quantize_raster, render_clip
 from pipeline.shards import (
+    ERRORS_SCHEMA,
+    INDEX_SCHEMA,
+    DatasetInfo,
     Sample,
     ShardSetWriter,
     decode_pose,
-    group_members,
-    iter_tar,
-    write_tar,
+    reader,
+    write_table,
 )
 from pipeline.skeletons import get_layout
 from pipeline.tools import export, inspect_dataset, show, verify
@@ -116,8 +124,8 @@ def make_dataset(root: Path) -> Path:
                     rows.append(row)
                 writer.commit()
         errors = [e | {"key": "", "split": split} for e in VAL_ERRORS] if split == "val" else []
-        write_parquet(str(root / split / "index.parquet"), rows, INDEX_FIELDS)
-        write_parquet(str(root / split / "errors.parquet"), errors, ERRORS_FIELDS)
+        write_table(str(root / split / "index.parquet"), rows, INDEX_SCHEMA)
+        write_table(str(root / split / "errors.parquet"), errors, ERRORS_SCHEMA)
         splits[split] = {
             "samples": len(rows),
             "shards": len(shards),
@@ -213,11 +221,7 @@ def test_verify_passes_on_a_good_dataset(dataset, deep):
 
 def _rewrite(path: Path, change: Callable[[list[tuple[str, dict[str, bytes]]]], list]) -> None:
     """Rewrite a tar with ``change`` applied to its (key, members) groups."""
-    with open(path, "rb") as f:
-        groups = list(group_members(iter_tar(f)))
-    groups = change(groups)
-    with open(path, "wb") as f:
-        write_tar(f, [(f"{k}.{ext}", data) for k, g in groups for ext, data in g.items()])
+    write_tar_groups(path, change(tar_groups(path)))
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -282,7 +286,7 @@ def index_row_without_sample(ds: Path) -> None:
     path = ds / "train" / "index.parquet"
     rows = pq.read_table(path).to_pylist()
     rows.append(rows[0] | {"key": "ghost"})
-    write_parquet(str(path), rows, INDEX_FIELDS)
+    write_table(str(path), rows, INDEX_SCHEMA)
 
 
 def missing_raster_shard(ds: Path) -> None:
@@ -391,8 +395,7 @@ def test_show_writes_the_grid(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape == (2 * H, 3 * W, 3)
-    with open(dataset / "train" / "rgb-000000.tar", "rb") as f:
-        groups = dict(group_members(iter_tar(f)))
+    groups = dict(tar_groups(dataset / "train" / "rgb-000000.tar"))
     import simplejpeg
 
     frame = simplejpeg.decode_jpeg(groups["alpha"]["000000.jpg"], colorspace="RGB")
@@ -455,8 +458,7 @@ def test_show_refuses_an_unknown_key(dataset, tmp_path):
 def _pose_samples(split_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray, dict]]:
     out = {}
     for tar in sorted(split_dir.glob("pose-*.tar")):
-        with open(tar, "rb") as f:
-            out |= {k: decode_pose(g) for k, g in group_members(iter_tar(f))}
+        out |= {k: decode_pose(g) for k, g in tar_groups(tar)}
     return out
 
 
@@ -504,9 +506,10 @@ def test_export_reads_only_pose_shards(copy, tmp_path, monkeypatch):
     for path in [*copy.rglob("rgb-*.tar"), *copy.rglob("raster-*.tar")]:
         path.unlink()
     opened: list[str] = []
-    real_open = storage.open_file
+    # Every tar the reader hands to webdataset passes through local_or_cached.
+    real_open = reader.local_or_cached
     monkeypatch.setattr(
-        storage, "open_file", lambda url, *a: opened.append(str(url)) or real_open(url, *a)
+        reader, "local_or_cached", lambda url, *a: opened.append(str(url)) or real_open(url, *a)
     )
     out = tmp_path / "val.pkl"
     result = invoke(export, copy, "--format", "mmaction", "-o", out, "--split", "val")

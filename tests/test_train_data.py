@@ -11,7 +11,8 @@ import pytest
 import torch
 from train_support import make_dataset, truncate
 
-from pipeline.shards import decode_pose
+from pipeline.shards import ShardMismatchError, decode_pose
+from pipeline.shards.reader import shard_source, shuffle_stage
 from train import clips
 from train import data as D
 from train.clips import ClipSpec
@@ -115,10 +116,19 @@ def test_evaluation_sees_every_video_exactly_once(synth, world, workers):
     assert set(seen.values()) == {1}
 
 
-def test_split_shards_partitions():
-    numbers = list(range(7))
-    parts = [D.split_shards(numbers, r, 2, w, 3) for r in range(2) for w in range(3)]
-    assert sorted(n for p in parts for n in p) == numbers
+def test_evaluation_shard_lists_partition_over_ranks_and_workers(monkeypatch):
+    import webdataset as wds
+
+    urls = [f"/d/val/pose-{n:06d}.tar" for n in range(7)]
+    parts = []
+    for rank in range(2):
+        for worker in range(3):
+            # webdataset's split_by_worker reads the DataLoader worker from these when set.
+            monkeypatch.setenv("WORKER", str(worker))
+            monkeypatch.setenv("NUM_WORKERS", "3")
+            stages = shard_source(urls, resample=False, rank=rank, world_size=2)
+            parts.append([s["url"] for s in wds.DataPipeline(*stages)])
+    assert sorted(u for p in parts for u in p) == urls
 
 
 def test_corrupt_shard_is_reported_and_skipped(synth, tmp_path):
@@ -155,7 +165,7 @@ def test_pose_stage_reads_only_pose_shards(synth, tmp_path):
     for tar in root.glob("*/raster-*.tar"):
         tar.unlink()
     split = D.open_split(str(root / "val"), None)  # a split folder works as --data
-    assert split.split == "val"
+    assert split.name == "val"
     assert D.shard_kinds(recipe(split.info, rgb=False)) == ("pose",)
     assert D.shard_kinds(recipe(split.info, rgb=False, pose_input="raster")) == ("pose", "raster")
     assert D.shard_kinds(recipe(split.info, pose=False)) == ("rgb",)
@@ -182,13 +192,14 @@ def test_misaligned_shards_are_refused(synth, tmp_path):
     shutil.copy(root / "val" / "pose-000000.tar", root / "val" / "pose-000001.tar")
     split = D.open_split(str(root), "val")
     ds = D.ClipDataset(split, recipe(split.info, train=False), 4)
-    with pytest.raises(D.ShardMismatchError, match="keys differ across rgb/pose"):
+    with pytest.raises(ShardMismatchError, match="keys differ across rgb/pose"):
         list(D.make_loader(ds, 0))
 
 
 def test_only_the_clip_frames_are_decoded(synth):
     split = D.open_split(str(synth), "train")
-    key, group = next(iter(D.iter_shard_set(split.url, 1, ("rgb", "pose"))))
+    group = next(iter(split.read_shard(1, ("rgb", "pose"))))
+    key = group["__key__"]
     _, frames, _ = decode_pose(group)
     r = D.ClipRecipe(ClipSpec(2, 4), None, 16, 2, split.info.layout, train=False)
     first, last, _ = clips.start_range(frames, r.span, 2)
@@ -209,6 +220,6 @@ def test_only_the_clip_frames_are_decoded(synth):
 def test_shuffle_buffer_is_a_permutation():
     import random
 
-    out = list(D.shuffle(range(100), 10, random.Random(0)))
+    out = list(shuffle_stage(10, random.Random(0))(iter(range(100))))
     assert sorted(out) == list(range(100)) and out != list(range(100))
     assert np.mean(np.abs(np.array(out) - np.arange(100))) < 20  # bounded displacement

@@ -23,9 +23,8 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from pipeline.dataset_info import DatasetInfo, RasterParams
 from pipeline.raster import quantize_raster, render_clip
-from pipeline.shards import Sample, ShardSetWriter
+from pipeline.shards import DatasetInfo, RasterParams, Sample, ShardSetWriter
 from pipeline.skeletons import convert_keypoints, get_layout
 from train.cli import main
 

@@ -20,21 +20,10 @@ from pipeline.errors import cli_errors
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _train_user_errors() -> tuple[type[BaseException], ...]:
-    from model import CheckpointError
-
-    from .data import ShardMismatchError
-
-    return (CheckpointError, ShardMismatchError, FileNotFoundError, NotADirectoryError, ValueError)
-
-
-# A user's mistake (bad option, missing data, mismatched checkpoint) -> one line and exit status
-# 1, never a traceback; torch's own errors and anything else are bugs and keep theirs.
-user_errors = cli_errors(
-    _train_user_errors,
-    "interrupted; `train fit ... --resume` continues from last.pt",
-    passthrough_modules=("torch",),
-)
+# A user's mistake (bad option, missing data, mismatched checkpoint: pipeline.errors.UserError)
+# -> one line and exit status 1; anything else is a bug and keeps its traceback (--debug shows
+# it for user errors too).
+user_errors = cli_errors("interrupted; `train fit ... --resume` continues from last.pt")
 
 
 @click.group(context_settings=CONTEXT)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import InvalidInput
+
 __all__ = [
     "ClipSpec",
     "StrideError",
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-class StrideError(ValueError):
+class StrideError(InvalidInput):
     """A clip stride that the build's frame stride cannot serve."""
 
 

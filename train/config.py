@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from model import STAGE2_VARIANTS
+from pipeline.errors import InvalidInput
 
 __all__ = [
     "STAGES",
@@ -59,7 +60,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PAPER_GLOBAL_BATCH = 32
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput):
     """Invalid configuration; the message is one line for the user."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from model import check_contracts
-from pipeline.dataset_info import DatasetInfo, RasterParams
+from pipeline.shards import DatasetInfo, RasterParams
 from pipeline.skeletons import get_layout
 
 from . import augment, clips

@@ -1,181 +1,97 @@
-"""Streaming shard loader: shards -> video samples -> clips -> batches (docs/design.md, "Training").
+"""Streaming clips for training and evaluation: shards -> video samples -> clips -> batches.
 
-WebDataset-style: a chain of small generator stages, each testable on its own.
+The stream is a ``webdataset.DataPipeline`` built by :meth:`pipeline.shards.Split.pipeline`
+(docs/design.md, "Training"):
 
-  shard numbers      ``resampled_shards`` (training: random with replacement, seeded by seed,
-                     epoch, rank and worker, so every rank runs as many steps as it is asked
-                     for, whatever the shard count) or ``split_shards`` (evaluation: each shard
-                     read by exactly one worker of one rank)
-  -> ``read_shards`` opens the aligned rgb/pose/raster tars of each number (local, fsspec URL,
-                     or a local cache of the URL), zips them in lockstep and checks the keys;
-                     a corrupt or missing shard is reported and skipped, not fatal
-  -> ``shuffle``     a bounded shuffle buffer (training)
-  -> ``clip_items``  decodes only what the clip reads, samples the start(s), applies one crop to
-                     frames and keypoints, renders the pose rasters
-  -> ``batched``     stacks clips; every batch carries the errors seen since the previous one
+  shard list        webdataset's ``ResampledShards`` in training (drawn with replacement, seeded
+                    by seed, epoch, rank and worker, so every rank runs as many steps as it is
+                    asked for whatever the shard count), every shard once split by rank and
+                    worker in evaluation
+  -> tar reading    webdataset's ``tarfile_to_samples`` on the aligned rgb/pose/raster shards of
+                    each number in lockstep, checked against the index (pipeline.shards.reader);
+                    a damaged shard is reported and skipped, not fatal
+  -> ``shuffle``    webdataset's bounded shuffle buffer (training)
+  -> ``decode``     keypoints, frame indices, metadata and rasters; JPEG frames stay bytes
+  -> clips          :func:`clip_stage`: decodes only the frames a clip reads, samples the start(s),
+                    applies one crop to frames and keypoints, renders the pose rasters
+  -> ``batched``    webdataset's batching with :func:`collate`; every batch carries the errors
+                    seen since the previous one
+  -> ``with_epoch`` each worker's share of the rank's batches in a training epoch
 
-``ClipDataset`` wires the stages into a ``torch.utils.data.IterableDataset``; ``make_loader``
+:class:`ClipDataset` wires it into a ``torch.utils.data.IterableDataset``; :func:`make_loader`
 wraps it in a DataLoader with seeded workers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import math
-import os
-import random
-import tarfile
-import warnings
-import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline import storage
-from pipeline.dataset_info import (
-    INDEX_PARQUET,
-    DatasetInfo,
-    RasterParams,
-    load_dataset_info,
-    resolve_dataset_root,
-)
 from pipeline.raster import dequantize_raster
 from pipeline.shards import (
+    SHARD_ERRORS,
+    Dataset,
+    ErrorLog,
+    RasterParams,
+    Split,
     decode_pose,
     decode_raster,
     decode_rgb,
-    group_members,
-    iter_tar,
     rgb_frame_members,
-    shard_name,
 )
+from pipeline.shards.reader import stream_seed
 from pipeline.skeletons import get_layout
 
 from . import augment, clips
 
 __all__ = [
-    "SplitIndex",
-    "SplitData",
     "ClipRecipe",
-    "ShardMismatchError",
     "open_split",
-    "read_index",
+    "sibling_split",
     "shard_kinds",
-    "resampled_shards",
-    "split_shards",
-    "open_shard",
-    "iter_shard_set",
-    "read_shards",
-    "shuffle",
     "video_clips",
     "clip_items",
-    "batched",
+    "clip_stage",
+    "batch_stage",
     "collate",
     "ClipDataset",
     "make_loader",
     "steps_per_epoch",
 ]
 
-# What a damaged shard raises while it is read: truncated or garbled tar (TarError, EOFError),
-# unreadable file or object (OSError, including missing), bad npz/npy/json (BadZipFile,
-# ValueError). Anything else is a bug and propagates.
-SHARD_ERRORS: tuple[type[BaseException], ...] = (
-    tarfile.TarError,
-    EOFError,
-    OSError,
-    zipfile.BadZipFile,
-    ValueError,
-    KeyError,
-)
-# Bytes s3fs fetches per request when streaming a shard: large sequential reads.
-REMOTE_BLOCK_SIZE = 16 * 2**20
-
-
-class ShardMismatchError(RuntimeError):
-    """Aligned shards of one number hold different keys: the dataset is inconsistent."""
-
 
 # ----------------------------------------------------------------------------------------------
-# Split: dataset.json + index.parquet
+# Split
 
 
-@dataclass
-class SplitIndex:
-    """The columns of ``index.parquet`` the trainer uses, one entry per video."""
-
-    keys: list[str]
-    shards: np.ndarray  # int64 shard number
-    labels: np.ndarray  # int64 class index in dataset.json's class list
-    num_frames: np.ndarray  # kept frames
-    person_fraction: np.ndarray  # fraction of kept frames with a person
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def shard_numbers(self) -> list[int]:
-        return sorted({int(s) for s in self.shards})
-
-    def label_of(self) -> dict[str, int]:
-        return dict(zip(self.keys, (int(x) for x in self.labels), strict=True))
-
-
-@dataclass
-class SplitData:
-    """A split of a built dataset: where its shards are, its dataset.json and its index."""
-
-    root: str
-    split: str
-    url: str
-    info: DatasetInfo
-    index: SplitIndex
-
-
-def read_index(split_url: str) -> SplitIndex:
-    url = storage.join(split_url, INDEX_PARQUET)
-    if not storage.exists(url):
-        raise FileNotFoundError(f"no {INDEX_PARQUET} in {split_url}: split missing or not built")
-    with storage.open_file(url, "rb") as f:
-        table = pq.read_table(
-            io.BytesIO(f.read()),
-            columns=["key", "shard", "label", "num_frames", "person_fraction"],
-        )
-    cols = table.to_pydict()
-    return SplitIndex(
-        keys=[str(k) for k in cols["key"]],
-        shards=np.asarray(cols["shard"], dtype=np.int64),
-        labels=np.asarray(cols["label"], dtype=np.int64),
-        num_frames=np.asarray(cols["num_frames"], dtype=np.int64),
-        person_fraction=np.asarray(cols["person_fraction"], dtype=np.float64),
-    )
-
-
-def open_split(data_url: str, split: str | None) -> SplitData:
+def open_split(data_url: str, split: str | None) -> Split:
     """The split ``split`` of the dataset at ``data_url`` (a dataset root or a split folder).
 
     A split folder names its split; ``split`` is then only a default for the root form.
     """
-    root, named = resolve_dataset_root(data_url)
-    name = named or split
+    dataset = Dataset.open(data_url)
+    name = dataset.url_split or split
     if not name:
         raise ValueError(f"{data_url}: give a split (the URL is a dataset root)")
-    info = load_dataset_info(root)
-    url = storage.join(root, name)
-    return SplitData(root=root, split=name, url=url, info=info, index=read_index(url))
+    chosen = dataset.split(name)
+    chosen.index  # noqa: B018  (reads index.parquet now: a missing split fails here, clearly)
+    return chosen
 
 
-def sibling_split(data: SplitData, split: str) -> SplitData | None:
+def sibling_split(data: Split, split: str) -> Split | None:
     """Another split of the same dataset, or None when it was not built."""
-    url = storage.join(data.root, split)
-    if not storage.exists(storage.join(url, INDEX_PARQUET)):
+    other = data.dataset.split(split)
+    try:
+        other.index  # noqa: B018
+    except FileNotFoundError:
         return None
-    return SplitData(data.root, split, url, data.info, read_index(url))
+    return other
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,175 +134,10 @@ def shard_kinds(recipe: ClipRecipe) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Shard order
-
-
-def resampled_shards(numbers: Sequence[int], rng: random.Random) -> Iterator[int]:
-    """Shard numbers drawn with replacement, forever (training; webdataset's ResampledShards).
-
-    Every worker of every rank can draw from every shard, so a split with fewer shards than
-    ranks x workers still feeds them all and no rank runs dry before the others.
-    """
-    if not numbers:
-        raise ValueError("split has no shards")
-    while True:
-        yield numbers[rng.randrange(len(numbers))]
-
-
-def split_shards(numbers: Sequence[int], rank: int, world: int, worker: int, workers: int) -> list:
-    """The shards one worker of one rank reads in evaluation: every shard exactly once overall.
-
-    Global worker g = rank * workers + worker takes shards g, g + G, g + 2G, ... (G = world *
-    workers). Workers without a shard produce nothing; results are gathered by key afterwards.
-    """
-    g, total = rank * workers + worker, world * workers
-    return list(numbers[g::total])
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading shards
-
-
-def _cache_path(url: str, cache_dir: str) -> str:
-    # One folder per split URL (hashed: URLs carry characters that paths should not), readable
-    # file names inside.
-    parent, _, name = url.rpartition("/")
-    tag = hashlib.sha1(parent.encode()).hexdigest()[:16]
-    return os.path.join(cache_dir, tag, name)
-
-
-@contextlib.contextmanager
-def open_shard(url: str, cache_dir: str | None = None) -> Iterator[io.BufferedIOBase]:
-    """A readable stream of the shard at ``url``.
-
-    Remote shards are streamed with large sequential reads or, with ``cache_dir``, first copied
-    there under a temporary name and renamed when complete (concurrent workers may fetch the
-    same shard; the last rename wins with identical bytes). A cached copy whose size differs
-    from the remote object is fetched again.
-    """
-    if not storage.is_remote(url):
-        with open(storage.strip_protocol(url), "rb") as f:
-            yield f
-        return
-    fs, path = storage.get_fs(url)
-    if cache_dir is None:
-        with fs.open(path, "rb", block_size=REMOTE_BLOCK_SIZE) as f:
-            yield f
-        return
-    local = _cache_path(url, cache_dir)
-    if not (os.path.exists(local) and os.path.getsize(local) == fs.size(path)):
-        with storage.atomic_local_target(local) as tmp:
-            fs.get_file(path, tmp)
-    with open(local, "rb") as f:
-        yield f
-
-
-def iter_shard_set(
-    split_url: str, number: int, kinds: Sequence[str], cache_dir: str | None = None
-) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, members of every kind) for each sample of shard ``number``, the kinds in lockstep.
-
-    Shards of one number hold the same keys in the same order (shard format v1); a difference
-    raises :class:`ShardMismatchError`.
-    """
-    with contextlib.ExitStack() as stack:
-        streams = [
-            group_members(
-                iter_tar(
-                    stack.enter_context(
-                        open_shard(storage.join(split_url, shard_name(k, number)), cache_dir)
-                    )
-                )
-            )
-            for k in kinds
-        ]
-        missing = object()
-        while True:
-            groups = [next(s, missing) for s in streams]
-            if all(g is missing for g in groups):
-                return
-            if any(g is missing for g in groups) or len({g[0] for g in groups}) != 1:
-                found = ["<end>" if g is missing else g[0] for g in groups]
-                raise ShardMismatchError(
-                    f"shard {number:06d} of {split_url}: keys differ across "
-                    f"{'/'.join(kinds)}: {found}"
-                )
-            merged: dict[str, bytes] = {}
-            for _, members in groups:
-                merged.update(members)
-            yield groups[0][0], merged
-
-
-@dataclass
-class ErrorLog:
-    """Errors a worker saw since it last handed a batch on (shards and samples skipped)."""
-
-    pending: list[str] = field(default_factory=list)
-    _warned: set[str] = field(default_factory=set)
-
-    def add(self, what: str, exc: BaseException) -> None:
-        message = f"{what}: {type(exc).__name__}: {exc}"
-        self.pending.append(message)
-        if what not in self._warned:  # resampling meets a bad shard again and again
-            self._warned.add(what)
-            warnings.warn(f"skipped {message}", RuntimeWarning, stacklevel=2)
-
-    def drain(self) -> list[str]:
-        out, self.pending = self.pending, []
-        return out
-
-
-def read_shards(
-    split_url: str,
-    numbers: Iterable[int],
-    kinds: Sequence[str],
-    log: ErrorLog,
-    cache_dir: str | None = None,
-    max_consecutive_failures: int | None = None,
-) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples of the given shards in order; a corrupt shard is logged and the rest of it skipped.
-
-    Samples read before the damage are kept. ``max_consecutive_failures`` stops an endless
-    resampled stream whose shards are all unreadable.
-    """
-    failures = 0
-    for number in numbers:
-        name = f"{split_url.rstrip('/')}/{'+'.join(shard_name(k, number) for k in kinds)}"
-        try:
-            for key, group in iter_shard_set(split_url, number, kinds, cache_dir):
-                failures = 0
-                yield key, group
-        except SHARD_ERRORS as exc:
-            log.add(f"corrupt shard {name}", exc)
-            failures += 1
-            if max_consecutive_failures is not None and failures > max_consecutive_failures:
-                raise RuntimeError(
-                    f"{split_url}: {failures} shard reads in a row failed; giving up"
-                ) from exc
-
-
-def shuffle(items: Iterable, size: int, rng: random.Random) -> Iterator:
-    """A bounded shuffle buffer (webdataset's ``shuffle``): fill, then emit a random slot."""
-    if size <= 1:
-        yield from items
-        return
-    buf: list = []
-    for item in items:
-        if len(buf) < size:
-            buf.append(item)
-            continue
-        i = rng.randrange(size)
-        yield buf[i]
-        buf[i] = item
-    rng.shuffle(buf)
-    yield from buf
-
-
-# ----------------------------------------------------------------------------------------------
 # One video -> clips
 
 
-def _frame_indices(group: dict[str, bytes], pose: tuple | None) -> np.ndarray:
+def _frame_indices(group: dict[str, Any], pose: tuple | None) -> np.ndarray:
     if pose is not None:
         return np.asarray(pose[1], dtype=np.int64)
     return np.asarray([i for i, _ in rgb_frame_members(group)], dtype=np.int64)
@@ -406,7 +157,7 @@ def _stored_hw(meta: dict[str, Any] | None, frames: np.ndarray | None, raster) -
 
 def video_clips(
     key: str,
-    group: dict[str, bytes],
+    group: dict[str, Any],
     recipe: ClipRecipe,
     rng: np.random.Generator | None,
 ) -> list[dict[str, Any]]:
@@ -466,7 +217,7 @@ def video_clips(
 
 
 def clip_items(
-    samples: Iterable[tuple[str, dict[str, bytes]]],
+    samples: Iterable[dict[str, Any]],
     recipe: ClipRecipe,
     labels: dict[str, int],
     log: ErrorLog,
@@ -477,17 +228,33 @@ def clip_items(
 
     A sample that fails to decode (damaged JPEG, missing member) is logged and skipped.
     """
-    for key, group in samples:
+    for sample in samples:
+        key = sample["__key__"]
         if key in skip or key not in labels:
             continue
         try:
-            items = video_clips(key, group, recipe, rng)
+            items = video_clips(key, sample, recipe, rng)
         except SHARD_ERRORS as exc:
             log.add(f"corrupt sample {key}", exc)
             continue
         for item in items:
             item["label"] = labels[key]
             yield item
+
+
+def clip_stage(
+    recipe: ClipRecipe,
+    labels: dict[str, int],
+    log: ErrorLog,
+    rng: np.random.Generator | None,
+    skip: frozenset[str] = frozenset(),
+):
+    """:func:`clip_items` as a pipeline stage (samples in, clips out)."""
+
+    def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        return clip_items(samples, recipe, labels, log, rng, skip)
+
+    return stage
 
 
 def collate(items: Sequence[dict[str, Any]], errors: list[str] | None = None) -> dict[str, Any]:
@@ -506,24 +273,22 @@ def collate(items: Sequence[dict[str, Any]], errors: list[str] | None = None) ->
     return batch
 
 
-def batched(
-    items: Iterable[dict[str, Any]], batch_size: int, log: ErrorLog, partial: bool = True
-) -> Iterator[dict[str, Any]]:
-    """Batches of ``batch_size`` clips, each carrying the errors logged since the last batch.
+def batch_stage(batch_size: int, log: ErrorLog, partial: bool = True):
+    """webdataset's ``batched`` with :func:`collate`; each batch carries the errors logged since
+    the previous one, and leftover errors at the end of a finite stream travel in an empty batch
+    (so the main process counts them even when a worker's only shard was unreadable)."""
+    import webdataset as wds
 
-    At the end, leftover errors travel in an empty batch so that the main process counts them
-    even when a worker's only shard was unreadable.
-    """
-    buf: list[dict[str, Any]] = []
-    for item in items:
-        buf.append(item)
-        if len(buf) == batch_size:
-            yield collate(buf, log.drain())
-            buf = []
-    if buf and partial:
-        yield collate(buf, log.drain())
-    if log.pending:
-        yield collate([], log.drain())
+    batcher = wds.batched(
+        batch_size, collation_fn=lambda items: collate(items, log.drain()), partial=partial
+    )
+
+    def stage(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        yield from batcher(items)
+        if log.pending:
+            yield collate([], log.drain())
+
+    return stage
 
 
 # ----------------------------------------------------------------------------------------------
@@ -538,15 +303,16 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
 class ClipDataset(IterableDataset):
     """Clips of one split for one rank, in batches (use with ``DataLoader(batch_size=None)``).
 
-    Training streams are endless (resampled shards); take ``steps_per_epoch`` batches and call
-    :meth:`set_epoch` before each epoch: the stream of (seed, epoch, rank, worker) is fixed, so
-    a resumed run sees the same data as an uninterrupted one. Evaluation streams end after each
-    worker's share of the shards.
+    Training streams are resampled: call :meth:`set_epoch` before each epoch and take
+    ``batches_per_epoch`` batches (each DataLoader worker yields its share, webdataset's
+    ``with_epoch``; without it the stream is endless). The stream of (seed, epoch, rank, worker)
+    is fixed, so a resumed run sees the same data as an uninterrupted one. Evaluation streams
+    end after each worker's share of the shards.
     """
 
     def __init__(
         self,
-        data: SplitData,
+        data: Split,
         recipe: ClipRecipe,
         batch_size: int,
         *,
@@ -557,10 +323,10 @@ class ClipDataset(IterableDataset):
         cache_dir: str | None = None,
         labels: dict[str, int] | None = None,
         skip: Iterable[str] = (),
+        batches_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
-        self.url = data.url
-        self.numbers = data.index.shard_numbers()
+        self.data = data
         self.labels = labels if labels is not None else data.index.label_of()
         self.recipe = recipe
         self.batch_size = batch_size
@@ -570,6 +336,7 @@ class ClipDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.cache_dir = cache_dir
         self.skip = frozenset(skip)
+        self.batches_per_epoch = batches_per_epoch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -579,24 +346,32 @@ class ClipDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         log = ErrorLog()
-        kinds = shard_kinds(self.recipe)
-        if self.recipe.train:
-            # One stream per (seed, epoch, rank, worker): reproducible, distinct everywhere.
-            seq = np.random.SeedSequence([self.seed, self.epoch, self.rank, worker])
-            py_rng = random.Random(int(seq.generate_state(1)[0]))
-            np_rng = np.random.default_rng(seq.spawn(1)[0])
-            numbers = resampled_shards(self.numbers, py_rng)
-            samples = read_shards(
-                self.url, numbers, kinds, log, self.cache_dir, 2 * len(self.numbers) + 8
-            )
-            samples = shuffle(samples, self.shuffle_buffer, py_rng)
-            items = clip_items(samples, self.recipe, self.labels, log, np_rng, self.skip)
-            yield from batched(items, self.batch_size, log)
-        else:
-            numbers = split_shards(self.numbers, self.rank, self.world_size, worker, workers)
-            samples = read_shards(self.url, numbers, kinds, log, self.cache_dir)
-            items = clip_items(samples, self.recipe, self.labels, log, None, self.skip)
-            yield from batched(items, self.batch_size, log)
+        train = self.recipe.train
+        # Augmentation draws from its own stream of (seed, epoch, rank, worker).
+        rng = (
+            np.random.default_rng(stream_seed(self.seed, self.epoch, self.rank, worker, 2))
+            if train
+            else None
+        )
+        per_worker = None
+        if train and self.batches_per_epoch is not None:
+            per_worker = max(1, math.ceil(self.batches_per_epoch / workers))
+        yield from self.data.pipeline(
+            shard_kinds(self.recipe),
+            resample=train,
+            shuffle=self.shuffle_buffer if train else 0,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            cache_dir=self.cache_dir,
+            log=log,
+            stages=[
+                clip_stage(self.recipe, self.labels, log, rng, self.skip),
+                batch_stage(self.batch_size, log),
+            ],
+            batches_per_epoch=per_worker,
+        )
 
 
 def _worker_init(_: int) -> None:

@@ -24,10 +24,12 @@ from torch import nn
 
 from model import build_from_checkpoint, check_contracts, load_checkpoint
 from pipeline import storage
+from pipeline.progress import progress_bar
+from pipeline.shards import Split
 
 from . import contract as contracts
 from .augment import Normalisation, normalise_rgb
-from .data import ClipDataset, ClipRecipe, SplitData, make_loader, open_split, warm_up_renderer
+from .data import ClipDataset, ClipRecipe, make_loader, open_split, warm_up_renderer
 from .distributed import Dist
 
 __all__ = [
@@ -137,7 +139,7 @@ def predict(
     """Per-video mean class probabilities over clips and models, gathered across ranks.
 
     Every rank must call this (it gathers). A key predicted by two ranks (it cannot happen with
-    :func:`~train.data.split_shards`, but a duplicated video in the data could) is kept once.
+    :meth:`pipeline.shards.Split.pipeline`, but a duplicated video in the data could) is kept once.
     """
     for m in models:
         m.module.eval()
@@ -263,7 +265,7 @@ def summarise(
     return report
 
 
-def protocol_skips(data: SplitData, span: int, protocol: str) -> dict[str, set[str]]:
+def protocol_skips(data: Split, span: int, protocol: str) -> dict[str, set[str]]:
     """Videos the protocol drops, by reason (from the index, before reading any shard).
 
     ``official`` drops videos with no detected person in any kept frame and videos shorter
@@ -364,17 +366,16 @@ def evaluate(
         skip=skip,
     )
     loader = make_loader(dataset, workers, pin_memory=dist.device.type == "cuda")
-    bar = _progress_bar(len(expected) * clips, progress and dist.is_main)
+    bar = progress_bar(len(expected) * clips, "eval", "clip", progress and dist.is_main)
     preds = predict(
         [m for m, _ in loaded],
         loader,
         dist.device,
         dist,
         precision,
-        progress=bar.update if bar is not None else None,
+        progress=bar.update,
     )
-    if bar is not None:
-        bar.close()
+    bar.close()
     report = summarise(preds.videos, model_classes)
     missing = sorted(expected - set(preds.videos))
     report = {
@@ -382,7 +383,7 @@ def evaluate(
         "variants": [m.variant for m, _ in loaded],
         "combine": combine if len(checkpoints) > 1 else None,
         "data": data.root,
-        "split": data.split,
+        "split": data.name,
         "protocol": protocol,
         "clips": clips,
         "top1": report["top1"],
@@ -402,14 +403,6 @@ def evaluate(
         **{k: v for k, v in report.items() if k not in ("top1", "top5", "num_videos")},
     }
     return report
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="clip", desc="eval", dynamic_ncols=True, leave=False)
 
 
 def write_report(report: dict[str, Any], out: str) -> None:

@@ -28,6 +28,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import model as models
+from pipeline.progress import progress_bar
+from pipeline.shards import Split
 from pipeline.skeletons import get_layout
 
 from . import contract as contracts
@@ -36,7 +38,6 @@ from .augment import IMAGENET, UNIT
 from .config import PAPER_GLOBAL_BATCH, ConfigError, FitConfig, config_to_dict
 from .data import (
     ClipDataset,
-    SplitData,
     eval_recipe,
     make_loader,
     open_split,
@@ -45,7 +46,7 @@ from .data import (
     warm_up_renderer,
 )
 from .evaluate import EvalModel, autocast, model_inputs, predict, summarise
-from .progress import MetricsLog, StepMeter, progress_bar
+from .progress import MetricsLog, StepMeter
 
 __all__ = ["FitResult", "fit", "resolve_precision", "state_checksum"]
 
@@ -143,7 +144,7 @@ def _check_clip_overrides(cfg: FitConfig, stage1: dict[str, Any]) -> None:
             )
 
 
-def build_model(cfg: FitConfig, data: SplitData) -> tuple[models.ActionModel, dict, Any]:
+def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, Any]:
     """(model, data contract, resolved clip config) for a fresh run of ``cfg``."""
     info = data.info
     variant = cfg.variant
@@ -310,7 +311,7 @@ class _Run:
         self.ddp.train()
         meter = StepMeter(self.batch_size * dist.world_size)
         show = cfg.run.progress if dist.is_main else False
-        bar = progress_bar(self.steps, show, f"epoch {epoch + 1}")
+        bar = progress_bar(self.steps, f"epoch {epoch + 1}", "step", show)
         zero = torch.zeros((), device=dist.device, dtype=torch.float64)
         loss_sum, ce_sum, gate_sum, correct = zero.clone(), zero.clone(), zero.clone(), zero.clone()
         clips = 0
@@ -340,7 +341,7 @@ class _Run:
             clips += n
             done += 1
             meter.step_done()
-            if bar is not None:
+            if not bar.disable:
                 bar.update(1)
                 bar.set_postfix_str(
                     f"loss {loss.item():.3f} {meter.clips_per_s:.1f} clips/s "
@@ -357,8 +358,7 @@ class _Run:
                 self.net, batches, cfg.run.precise_bn, self._inputs, dist.device, self.precision
             )
         del batches, loader  # ends this epoch's workers
-        if bar is not None:
-            bar.close()
+        bar.close()
         self.rank_steps.append(done)
         # BatchNorm statistics: rank 0's everywhere (DDP leaves each rank with its own).
         dist.broadcast_buffers(self.net)
@@ -454,6 +454,8 @@ class _Run:
             world_size=dist.world_size,
             shuffle_buffer=cfg.data.shuffle_buffer,
             cache_dir=cfg.data.cache_dir,
+            # Each epoch takes `steps` batches, then precise BN takes its own.
+            batches_per_epoch=self.steps + cfg.run.precise_bn,
         )
         if self.val_data is None:
             _say(dist, f"no {cfg.data.val_split!r} split: no validation, no best.pt")
@@ -506,9 +508,9 @@ class _Run:
         )
         _say(
             self.dist,
-            f"train {self.cfg.stage}/{self.variant} on {d.root} [{d.split}: "
+            f"train {self.cfg.stage}/{self.variant} on {d.root} [{d.name}: "
             f"{len(d.index)} videos, {len(d.index.shard_numbers())} shards"
-            f"{'' if self.val_data is None else f'; {self.val_data.split}: {len(self.val_data.index)}'}"
+            f"{'' if self.val_data is None else f'; {self.val_data.name}: {len(self.val_data.index)}'}"
             f"] {' + '.join(x for x in (rgb, pose) if x)} at {self.recipe.input_size}px | "
             f"{self.dist.world_size} x {self.batch_size} clips/step, {self.steps} steps/epoch, "
             f"epochs {self.start_epoch + 1}-{self.schedule.epochs}, lr {self.schedule.lr:g} "

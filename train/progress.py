@@ -1,16 +1,16 @@
 """Progress and metrics: a step meter (clips/s, data-wait fraction), a progress bar, and the
-per-epoch log (OUT/metrics.csv, TensorBoard when it is installed). Rank 0 only."""
+per-epoch log (OUT/metrics.csv, TensorBoard when it is installed). Rank 0 only. Progress bars
+come from :mod:`pipeline.progress`, shared by every command."""
 
 from __future__ import annotations
 
 import csv
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StepMeter", "MetricsLog", "progress_bar"]
+__all__ = ["StepMeter", "MetricsLog"]
 
 METRIC_COLUMNS = (
     "epoch",
@@ -57,17 +57,6 @@ class StepMeter:
     @property
     def wait_fraction(self) -> float:
         return self.wait / max(self.total, 1e-9)
-
-
-def progress_bar(total: int, enabled: bool | None, desc: str):
-    """A tqdm bar on a terminal (or when asked); None otherwise."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
 
 
 class MetricsLog:

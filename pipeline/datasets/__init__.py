@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..errors import InvalidInput
+
 __all__ = [
     "VideoItem",
     "ErrorRow",
@@ -101,12 +103,12 @@ DATASETS = ("kinetics", "mimetics", "ntu", "generic")
 
 def load_manifest(dataset: str, options: AdapterOptions) -> Manifest:
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+        raise InvalidInput(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     manifest = _adapters()[dataset](options)
     if options.split is not None:
         wanted = {s.strip() for s in options.split.split(",") if s.strip()}
         manifest.items = [i for i in manifest.items if i.split in wanted]
         manifest.errors = [e for e in manifest.errors if not e.split or e.split in wanted]
         if not manifest.items:
-            raise ValueError(f"no videos in split(s) {options.split!r}")
+            raise InvalidInput(f"no videos in split(s) {options.split!r}")
     return manifest

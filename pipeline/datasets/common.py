@@ -9,6 +9,7 @@ import posixpath
 from importlib import resources
 
 from .. import storage
+from ..errors import InputNotFound, InvalidInput
 from ..shards import make_key
 from . import ErrorRow, VideoItem, normalise_class_name
 
@@ -28,9 +29,9 @@ def list_files(url: str, extensions: tuple[str, ...]) -> dict[str, str]:
     """
     fs, root = storage.get_fs(url)
     if not fs.exists(root):
-        raise FileNotFoundError(f"{url} does not exist")
+        raise InputNotFound(f"{url} does not exist")
     if not fs.isdir(root):
-        raise NotADirectoryError(f"{url} is not a directory")
+        raise InvalidInput(f"{url} is not a directory")
     out: dict[str, str] = {}
     remote = storage.is_remote(url)
     protocol = str(url).split("://", 1)[0] if remote else ""
@@ -43,7 +44,7 @@ def list_files(url: str, extensions: tuple[str, ...]) -> dict[str, str]:
 
 def read_text(url: str) -> str:
     if not storage.exists(url):
-        raise FileNotFoundError(f"{url} does not exist")
+        raise InputNotFound(f"{url} does not exist")
     return storage.read_bytes(url).decode("utf-8-sig")
 
 
@@ -62,10 +63,10 @@ def annotation_files(url: str) -> list[str]:
     if storage.isdir(url):
         files = sorted(list_files(url, (".csv",)).values())
         if not files:
-            raise FileNotFoundError(f"no .csv files in {url}")
+            raise InputNotFound(f"no .csv files in {url}")
         return files
     if not storage.exists(url):
-        raise FileNotFoundError(f"{url} does not exist")
+        raise InputNotFound(f"{url} does not exist")
     return [url]
 
 
@@ -73,9 +74,9 @@ def read_class_file(url: str) -> list[str]:
     names = [line.strip() for line in read_text(url).splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
-        raise ValueError(f"class file {url} is empty")
+        raise InvalidInput(f"class file {url} is empty")
     if len({normalise_class_name(n) for n in names}) != len(names):
-        raise ValueError(f"class file {url} lists a class twice")
+        raise InvalidInput(f"class file {url} lists a class twice")
     return names
 
 

@@ -12,6 +12,7 @@ import os
 import posixpath
 
 from .. import storage
+from ..errors import InvalidInput
 from . import AdapterOptions, ErrorRow, Manifest, VideoItem, normalise_class_name
 from .common import (
     VIDEO_EXTENSIONS,
@@ -34,7 +35,7 @@ def _resolve(base: str, path: str) -> str:
 
 def load_generic(options: AdapterOptions) -> Manifest:
     if not options.annotations:
-        raise ValueError("--dataset generic needs --annotations (a CSV path,label[,split])")
+        raise InvalidInput("--dataset generic needs --annotations (a CSV path,label[,split])")
     text = read_text(options.annotations)
     rows = list(csv.reader(io.StringIO(text)))
     start = 1 if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"] else 0

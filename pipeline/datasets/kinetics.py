@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import InvalidInput
 from . import AdapterOptions, ErrorRow, Manifest, VideoItem, normalise_class_name
 from .common import (
     VIDEO_EXTENSIONS,
@@ -36,13 +37,13 @@ def _split_from_filename(url: str, default: str) -> str:
 def _int_time(value: str) -> int:
     number = float(value)
     if not number.is_integer():
-        raise ValueError(f"time {value!r} is not a whole number of seconds")
+        raise InvalidInput(f"time {value!r} is not a whole number of seconds")
     return int(number)
 
 
 def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest:
     if not options.annotations:
-        raise ValueError(f"--dataset {dataset} needs --annotations (the CSV)")
+        raise InvalidInput(f"--dataset {dataset} needs --annotations (the CSV)")
     videos = list_files(options.videos, VIDEO_EXTENSIONS)
     poses = list_files(options.poses, (".json",)) if options.poses else {}
     errors: list[ErrorRow] = []

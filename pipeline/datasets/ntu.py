@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
+from ..errors import InvalidInput
 from . import AdapterOptions, ErrorRow, Manifest, VideoItem, normalise_class_name
 from .common import dedupe_keys, key_of, list_files, package_class_list, read_class_file
 
@@ -33,7 +34,7 @@ def ntu_split(setup: int, camera: int, performer: int, protocol: str) -> str:
         return "train" if camera in XVIEW_TRAIN_CAMERAS else "val"
     if protocol == "xset":
         return "train" if setup % 2 == 0 else "val"
-    raise ValueError(f"unknown NTU protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    raise InvalidInput(f"unknown NTU protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
 
 
 def missing_skeleton_names() -> frozenset[str]:
@@ -44,7 +45,7 @@ def missing_skeleton_names() -> frozenset[str]:
 def load_ntu(options: AdapterOptions) -> Manifest:
     protocol = options.protocol or "xsub"
     if protocol not in PROTOCOLS:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown NTU protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}"
         )
     videos = list_files(options.videos, (".avi", ".mp4"))

@@ -13,6 +13,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..errors import InvalidInput
+
 __all__ = [
     "PoseFileError",
     "PoseSource",
@@ -26,7 +28,7 @@ __all__ = [
 PoseSource = str | os.PathLike | IO[Any]
 
 
-class PoseFileError(ValueError):
+class PoseFileError(InvalidInput):
     """A pose file that cannot be read; the message is one line naming the file (and line)."""
 
 

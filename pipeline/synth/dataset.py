@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import InvalidInput
 from pipeline.formats.kinetics_skeleton import write_kinetics_skeleton
 from pipeline.formats.ntu_skeleton import NtuName, write_ntu_skeleton
 from pipeline.synth.motions import MOTION_NAMES
@@ -89,7 +90,7 @@ _NTU_CAMERA_YAW = {1: 0.0, 2: 45.0, 3: -45.0}
 _MULTI_PERSON_FRACTION = 0.25
 
 
-class SynthError(ValueError):
+class SynthError(InvalidInput):
     """A bad option or output directory; the message is one line for the user."""
 
 
@@ -393,9 +394,9 @@ def make_dataset(
 
     iterator: Any = planned
     if progress:
-        from pipeline.report import progress_bar
+        from pipeline.progress import progress_bar
 
-        iterator = progress_bar(planned, desc=f"synth {dataset}", unit="video", leave=False)
+        iterator = progress_bar(len(planned), f"synth {dataset}", "video", iterable=planned)
     records = []
     codec = ""
     for item in iterator:

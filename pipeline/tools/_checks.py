@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset_info import DATASET_JSON, FORMAT_VERSION
-from ..shards import rgb_frame_members
+from ..shards import DATASET_JSON, FORMAT_VERSION, POSE_MEMBERS, RASTER_MEMBERS, rgb_frame_members
 from ..skeletons import Layout, get_layout
 
 __all__ = [
@@ -30,8 +29,6 @@ __all__ = [
     "check_raster_sample",
 ]
 
-POSE_MEMBERS = frozenset({"keypoints.npy", "frames.npy", "json"})
-RASTER_MEMBERS = frozenset({"raster.npz"})
 MAX_LISTED = 3  # keys named in one problem line before "and N more"
 
 

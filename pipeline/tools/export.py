@@ -3,7 +3,8 @@
 Reads only the pose shards (never an rgb or raster byte) and writes one pickle in pyskl's layout
 (see :mod:`pipeline.formats.mmaction_pickle`), one annotation per sample:
 
-- ``frame_dir``: the key; ``label``: the class index of dataset.json; ``label_name``;
+- ``frame_dir``: the key (for NTU, without the ``_rgb`` of the video file name, as pyskl's own
+  NTU pickles name their samples); ``label``: the class index of dataset.json; ``label_name``;
 - ``img_shape``: the stored frame (height, width), the frame the keypoints are in pixels of;
   ``original_shape``: the source video's (height, width);
 - ``total_frames``: the number of *kept* frames F (every frame_stride-th source frame), which is
@@ -16,7 +17,10 @@ Reads only the pose shards (never an rgb or raster byte) and writes one pickle i
   person is absent. A sample with no person in any frame (M = 0 in the shard) gets one all-zero
   person, since pyskl's transforms expect M >= 1.
 
-``split`` maps each exported split name to its keys in index order.
+``split`` maps each exported split name to its frame_dirs in index order. NTU splits are named
+as in pyskl's NTU pickles, ``<protocol>_train`` / ``<protocol>_val`` (``xsub_train``,
+``xview_val``, ``xset_train``, ...), so that existing PoseC3D / ST-GCN++ configs load the file
+unchanged; other datasets keep their split names (``train``, ``val``, ``test``).
 """
 
 from __future__ import annotations
@@ -28,19 +32,30 @@ import click
 import numpy as np
 
 from .. import storage
-from ..errors import user_errors
+from ..errors import InvalidInput, user_errors
 from ..formats.mmaction_pickle import write_mmaction_pickle
+from ..progress import progress
 from ..report import human_bytes
-from ..shards import decode_pose, group_members, iter_tar, shard_name
+from ..shards import Dataset, ErrorLog, decode_pose
 from ._click import CONTEXT
-from ._dataset import Dataset, open_dataset, shard_numbers
-from ._progress import shard_progress
 
 __all__ = ["export", "collect_annotations", "to_annotation"]
 
 
+def pyskl_names(ds: Dataset) -> tuple[Any, Any]:
+    """(key -> frame_dir, split -> pyskl split name) for the dataset's kind (see module doc)."""
+    if ds.info.dataset != "ntu":
+        return (lambda key: key), (lambda split: split)
+    protocol = ds.info.build.get("protocol") or "xsub"
+    return (lambda key: key.removesuffix("_rgb")), (lambda split: f"{protocol}_{split}")
+
+
 def to_annotation(
-    key: str, keypoints: np.ndarray, frames: np.ndarray, meta: dict[str, Any], row: dict[str, Any]
+    frame_dir: str,
+    keypoints: np.ndarray,
+    frames: np.ndarray,
+    meta: dict[str, Any],
+    row: dict[str, Any],
 ) -> dict[str, Any]:
     """One pyskl annotation from a pose sample [F, P, K, 3] and its index row."""
     f, p, k, _ = keypoints.shape
@@ -49,7 +64,7 @@ def to_annotation(
     person_major = np.ascontiguousarray(keypoints.transpose(1, 0, 2, 3), dtype=np.float32)
     height, width = int(row["height"]), int(row["width"])
     return {
-        "frame_dir": key,
+        "frame_dir": frame_dir,
         "label": int(row["label"]),
         "label_name": str(row["label_name"]),
         "img_shape": (height, width),
@@ -70,45 +85,50 @@ def to_annotation(
 def collect_annotations(
     ds: Dataset, splits: list[str], show_progress: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """(annotations, split name -> keys) of ``splits``, read from their pose shards only."""
-    rows_of = {s: ds.index_rows(s) for s in splits}
+    """(annotations, pyskl split name -> frame_dirs) of ``splits``, from their pose shards only.
+
+    A damaged shard or a sample missing from the shards is an error, not a shorter export.
+    """
+    frame_dir, split_name = pyskl_names(ds)
+    rows_of = {s: ds.split(s).index_rows() for s in splits}
     seen: dict[str, str] = {}
     for split, rows in rows_of.items():
         for row in rows:
-            other = seen.setdefault(row["key"], split)
+            other = seen.setdefault(frame_dir(row["key"]), split)
             if other != split:
-                raise ValueError(
+                raise InvalidInput(
                     f"key {row['key']!r} is in splits {other} and {split}; pyskl needs unique "
                     "frame_dirs: export one split at a time with --split"
                 )
-    pose_shards = {s: sorted(shard_numbers(ds.entries(s))["pose"]) for s in splits}
-    total = sum(len(v) for v in pose_shards.values())
     annotations: list[dict[str, Any]] = []
-    with shard_progress(total, "export", show_progress) as advance:
+    total = sum(len(rows) for rows in rows_of.values())
+    with progress(total, "export", "samples", show_progress) as advance:
         for split in splits:
             index = {r["key"]: r for r in rows_of[split]}
             found: set[str] = set()
-            for number in pose_shards[split]:
-                url = storage.join(ds.split_url(split), shard_name("pose", number))
-                with storage.open_file(url) as f:
-                    for key, group in group_members(iter_tar(f)):
-                        row = index.get(key)
-                        if row is None:
-                            raise ValueError(
-                                f"{split}/{shard_name('pose', number)}: sample {key!r} has no "
-                                "index row; run pipeline verify"
-                            )
-                        keypoints, frames, meta = decode_pose(group)
-                        annotations.append(to_annotation(key, keypoints, frames, meta, row))
-                        found.add(key)
-                advance(label=f"{split}/{shard_name('pose', number)}")
+            log = ErrorLog()
+            for sample in ds.split(split).pipeline(kinds=("pose",), log=log):
+                key = sample["__key__"]
+                if key not in index:
+                    raise InvalidInput(
+                        f"{split}: sample {key!r} of shard {sample['__shard__']} has no index "
+                        "row; run pipeline verify"
+                    )
+                keypoints, frames, meta = decode_pose(sample)
+                row = index[key]
+                annotations.append(to_annotation(frame_dir(key), keypoints, frames, meta, row))
+                found.add(key)
+                advance(label=split)
+            if log.pending:
+                raise InvalidInput(f"{log.pending[0]}; run pipeline verify")
             missing = [k for k in index if k not in found]
             if missing:
-                raise ValueError(
+                raise InvalidInput(
                     f"{split}: {len(missing)} index row(s) have no pose sample "
                     f"(first: {missing[0]!r}); run pipeline verify"
                 )
-    return annotations, {s: [r["key"] for r in rows_of[s]] for s in splits}
+    names = {split_name(s): [frame_dir(r["key"]) for r in rows_of[s]] for s in splits}
+    return annotations, names
 
 
 @click.command("export", context_settings=CONTEXT)
@@ -131,7 +151,7 @@ def export(url: str, fmt: str, out: str, split: str | None, quiet: bool) -> None
     follow tracks) and the kept frames: total_frames is the number of kept frames, and each
     annotation's source_frame_inds gives their source frame indices.
     """
-    ds = open_dataset(url)
+    ds = Dataset.open(url)
     splits = ds.select(split)
     annotations, split_keys = collect_annotations(ds, splits, show_progress=not quiet)
     buf = io.BytesIO()

@@ -17,10 +17,9 @@ from rich.table import Table
 
 from ..errors import user_errors
 from ..report import human_bytes
-from ..shards import KINDS
+from ..shards import KINDS, Dataset, shard_entries
 from ..skeletons import get_layout
 from ._click import CONTEXT
-from ._dataset import Dataset, open_dataset, shard_numbers
 
 __all__ = ["inspect_dataset", "collect_stats", "render_stats"]
 
@@ -49,8 +48,9 @@ def _dataset_summary(ds: Dataset) -> dict[str, Any]:
 
 
 def _split_stats(ds: Dataset, split: str) -> dict[str, Any]:
-    rows = ds.index_rows(split)
-    errors = ds.error_rows(split)
+    part = ds.split(split)
+    rows = part.index_rows()
+    errors = part.error_rows()
     classes = ds.info.classes
     n = len(rows)
 
@@ -66,7 +66,7 @@ def _split_stats(ds: Dataset, split: str) -> dict[str, Any]:
     sizes = Counter(f"{r['height']}x{r['width']}" for r in rows)
 
     # Bytes on disk per kind (tar overhead included), from the listing: no shard is read.
-    shards = shard_numbers(ds.entries(split))
+    shards = shard_entries(part.entries())
     tar_bytes = {kind: sum(e.size for e in shards[kind].values()) for kind in KINDS}
     tar_bytes["total"] = sum(tar_bytes.values())
     stages = Counter(str(e["stage"]) for e in errors)
@@ -215,12 +215,12 @@ def inspect_dataset(url: str, split: str | None, as_json: bool, keys: bool) -> N
     URL is the dataset root (where dataset.json is) or one of its split folders, local or
     s3://. Only dataset.json, the Parquet indexes and the folder listings are read.
     """
-    ds = open_dataset(url)
+    ds = Dataset.open(url)
     splits = ds.select(split)
     if keys:
         # Tab-separated, one sample a line: greppable, and how users find KEY for `show`.
         for name in splits:
-            for row in ds.index_rows(name):
+            for row in ds.split(name).index_rows():
                 click.echo(f"{name}\t{row['key']}\t{row['label_name']}\t{row['num_frames']}")
         return
     stats = collect_stats(ds, splits)

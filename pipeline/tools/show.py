@@ -20,11 +20,10 @@ import click
 import numpy as np
 
 from .. import storage
-from ..errors import user_errors
-from ..shards import decode_pose, decode_raster, iter_tar, shard_name
+from ..errors import InvalidInput, user_errors
+from ..shards import Dataset, decode_pose, decode_raster
 from ..skeletons import Layout, get_layout
 from ._click import CONTEXT
-from ._dataset import Dataset, open_dataset
 
 __all__ = ["show", "SampleView", "load_sample", "find_sample", "render_sample", "pick_frames"]
 
@@ -50,35 +49,20 @@ def find_sample(ds: Dataset, key: str, split: str | None) -> tuple[str, dict[str
     found = []
     known: list[str] = []
     for name in splits:
-        rows = ds.index_rows(name)
+        rows = ds.split(name).index_rows()
         known += [r["key"] for r in rows]
         found += [(name, r) for r in rows if r["key"] == key]
     if len(found) > 1:
         names = ", ".join(s for s, _ in found)
-        raise ValueError(f"key {key!r} is in splits {names}; choose one with --split")
+        raise InvalidInput(f"key {key!r} is in splits {names}; choose one with --split")
     if not found:
         close = difflib.get_close_matches(key, known, n=3)
         hint = f" (close: {', '.join(close)})" if close else ""
-        raise ValueError(
+        raise InvalidInput(
             f"no sample {key!r} in split(s) {', '.join(splits)}{hint}; "
             f"list keys with: pipeline inspect {ds.root} --keys"
         )
     return found[0]
-
-
-def _members_of(url: str, key: str) -> dict[str, bytes]:
-    """The members of ``key`` in one tar; stops reading once past them."""
-    group: dict[str, bytes] = {}
-    prefix = key + "."
-    with storage.open_file(url) as f:
-        for name, data in iter_tar(f):
-            if name.startswith(prefix):
-                group[name[len(prefix) :]] = data
-            elif group:
-                break  # a sample's members are consecutive: the rest of the tar is not needed
-    if not group:
-        raise ValueError(f"{url} holds no sample {key!r}; run pipeline verify")
-    return group
 
 
 def pick_frames(num_frames: int, n: int) -> list[int]:
@@ -93,21 +77,15 @@ def load_sample(ds: Dataset, split: str, row: dict[str, Any], n_frames: int) -> 
     import simplejpeg
 
     key = row["key"]
-    split_url = ds.split_url(split)
-    number = int(row["shard"])
-    keypoints, frame_indices, _ = decode_pose(
-        _members_of(storage.join(split_url, shard_name("pose", number)), key)
-    )
-    heatmaps, pafs = decode_raster(
-        _members_of(storage.join(split_url, shard_name("raster", number)), key)
-    )
-    rgb = _members_of(storage.join(split_url, shard_name("rgb", number)), key)
+    rgb = ds.split(split).sample(key)
+    keypoints, frame_indices, _ = decode_pose(rgb)
+    heatmaps, pafs = decode_raster(rgb)
     frames = {}
     for pos in pick_frames(len(frame_indices), n_frames):
         index = int(frame_indices[pos])
         data = rgb.get(f"{index:06d}.jpg")
         if data is None:
-            raise ValueError(f"{key}: frame {index:06d} missing from its rgb shard")
+            raise InvalidInput(f"{key}: frame {index:06d} missing from its rgb shard")
         frames[index] = simplejpeg.decode_jpeg(data, colorspace="RGB")
     return SampleView(
         key, split, row["label_name"], keypoints, frame_indices, heatmaps, pafs, frames
@@ -250,11 +228,11 @@ def show(
     Find keys with: pipeline inspect URL --keys
     """
     sample_key = _key_from(key, key_option)
-    ds = open_dataset(url)
+    ds = Dataset.open(url)
     split_name, row = find_sample(ds, sample_key, split)
     view = load_sample(ds, split_name, row, n_frames)
     if not view.frames:
-        raise ValueError(f"sample {sample_key!r} has no frames")
+        raise InvalidInput(f"sample {sample_key!r} has no frames")
     image = render_sample(view, get_layout(ds.info.layout), ds.info.raster.score_threshold)
     storage.write_bytes_atomic(out, _png_bytes(image))
     click.echo(

@@ -27,10 +27,22 @@ import click
 import numpy as np
 
 from .. import storage
-from ..dataset_info import DATASET_JSON, ERRORS_PARQUET, INDEX_PARQUET, resolve_dataset_root
 from ..errors import user_errors
-from ..shards import KINDS, TarCorrupt, group_members, shard_name
-from ..shards import iter_tar as iter_tar_strict
+from ..progress import Advance, progress
+from ..shards import (
+    DATASET_JSON,
+    ERRORS_PARQUET,
+    INDEX_PARQUET,
+    KINDS,
+    Dataset,
+    is_temporary,
+    list_entries,
+    read_dataset_json,
+    resolve_dataset_root,
+    shard_entries,
+    shard_name,
+)
+from ..shards.reader import TarDamaged, scan_tar
 from ..skeletons import Layout
 from ._checks import (
     Context,
@@ -43,17 +55,6 @@ from ._checks import (
     names,
 )
 from ._click import CONTEXT
-from ._dataset import (
-    ERRORS_COLUMNS,
-    Dataset,
-    is_temporary,
-    list_entries,
-    open_dataset,
-    read_dataset_json,
-    read_parquet_rows,
-    shard_numbers,
-)
-from ._progress import Advance, shard_progress
 
 __all__ = ["verify", "verify_dataset"]
 
@@ -71,11 +72,11 @@ def _scan(
     """
     keys: list[str] = []
     try:
-        with storage.open_file(url) as f:
-            for key, group in group_members(iter_tar_strict(f)):
-                keys.append(key)
-                check(key, group)
-    except TarCorrupt as exc:
+        for sample in scan_tar(url):
+            key = sample.pop("__key__")
+            keys.append(key)
+            check(key, {k: v for k, v in sample.items() if not k.startswith("__")})
+    except TarDamaged as exc:
         report.add(where, str(exc))
         return None
     except OSError as exc:
@@ -170,7 +171,8 @@ def verify_split(
     ds: Dataset, split: str, layout: Layout, deep: bool, report: Report, advance: Advance
 ) -> None:
     report.splits += 1
-    entries = ds.entries(split)
+    part = ds.split(split)
+    entries = part.entries()
     if not entries:
         report.add(split, "split folder is missing or empty")
         return
@@ -181,20 +183,19 @@ def verify_split(
 
     rows: list[dict[str, Any]] | None
     try:
-        rows = ds.index_rows(split)
+        rows = part.index_rows()
     except (FileNotFoundError, ValueError) as exc:
         report.add(f"{split}/{INDEX_PARQUET}", str(exc).splitlines()[0])
         rows = None
-    errors_url = storage.join(ds.split_url(split), ERRORS_PARQUET)
     if ERRORS_PARQUET not in entries:
         report.add(f"{split}/{ERRORS_PARQUET}", "missing")
     else:
         try:
-            read_parquet_rows(errors_url, ERRORS_COLUMNS)
+            part.error_rows()
         except ValueError as exc:
             report.add(f"{split}/{ERRORS_PARQUET}", str(exc))
 
-    shards = shard_numbers(entries)
+    shards = shard_entries(entries)
     numbers = sorted(set().union(*(set(shards[k]) for k in KINDS)))
     for number in numbers:
         have = [k for k in KINDS if number in shards[k]]
@@ -235,7 +236,7 @@ def verify_split(
         stride=ds.info.frame_stride,
         max_persons=ds.info.raster.max_persons,
         deep=deep,
-        split_url=ds.split_url(split),
+        split_url=part.url,
         index=index,
     )
     for number in numbers:
@@ -245,7 +246,7 @@ def verify_split(
 
 
 def _shard_files(entries: dict[str, Any]) -> set[str]:
-    shards = shard_numbers(entries)
+    shards = shard_entries(entries)
     return {shard_name(k, n) for k in KINDS for n in shards[k]}
 
 
@@ -268,13 +269,13 @@ def verify_dataset(
     if layout is None:
         return report
     try:
-        ds = open_dataset(url)
+        ds = Dataset.open(url)
     except ValueError as exc:
         report.add(DATASET_JSON, str(exc).splitlines()[0])
         return report
     splits = ds.select(split)
-    total = sum(len(_shard_files(ds.entries(s))) for s in splits)
-    with shard_progress(total, "verify", show_progress) as advance:
+    total = sum(len(_shard_files(ds.split(s).entries())) for s in splits)
+    with progress(total, "verify", "shards", show_progress) as advance:
         for name in splits:
             verify_split(ds, name, layout, deep, report, advance)
     return report

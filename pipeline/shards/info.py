@@ -12,13 +12,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import __version__, storage
-from .skeletons import get_layout
+from .. import __version__, storage
+from ..errors import InvalidInput
+from ..skeletons import get_layout
 
 FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
-INDEX_PARQUET = "index.parquet"
-ERRORS_PARQUET = "errors.parquet"
 SIZE_MULTIPLE = 4  # stored sides are multiples of 4 so that the raster is exactly a quarter
 
 __all__ = [
@@ -26,11 +25,7 @@ __all__ = [
     "RasterParams",
     "DatasetInfo",
     "stored_size",
-    "load_dataset_info",
-    "resolve_dataset_root",
-    "INDEX_FIELDS",
-    "ERRORS_FIELDS",
-    "write_parquet",
+    "DATASET_JSON",
 ]
 
 
@@ -109,7 +104,7 @@ class DatasetInfo:
     def from_json(cls, data: dict[str, Any]) -> DatasetInfo:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(
+            raise InvalidInput(
                 f"dataset.json has format version {version}; this tool reads {FORMAT_VERSION}"
             )
         return cls(
@@ -132,63 +127,3 @@ class DatasetInfo:
 
     def save(self, root: str) -> None:
         storage.write_bytes_atomic(storage.join(root, DATASET_JSON), self.dumps().encode())
-
-
-def resolve_dataset_root(url: str) -> tuple[str, str | None]:
-    """(dataset root, split or None) for a dataset root or a path to one of its split folders."""
-    url = str(url).rstrip("/") or "/"
-    if storage.exists(storage.join(url, DATASET_JSON)):
-        return url, None
-    parent, _, split = url.rpartition("/")
-    if parent and storage.exists(storage.join(parent, DATASET_JSON)):
-        return parent, split
-    raise FileNotFoundError(f"no {DATASET_JSON} at {url} or its parent: not a built dataset")
-
-
-def load_dataset_info(url: str) -> DatasetInfo:
-    root, _ = resolve_dataset_root(url)
-    try:
-        data = json.loads(storage.read_bytes(storage.join(root, DATASET_JSON)))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{storage.join(root, DATASET_JSON)} is not valid JSON: {exc}") from None
-    return DatasetInfo.from_json(data)
-
-
-# index.parquet and errors.parquet columns (shard format v1; see docs/design.md).
-INDEX_FIELDS = (
-    ("key", "string"),
-    ("shard", "int32"),
-    ("label", "int32"),
-    ("label_name", "string"),
-    ("source", "string"),
-    ("num_frames", "int32"),
-    ("source_frames", "int32"),
-    ("fps", "float32"),
-    ("height", "int32"),
-    ("width", "int32"),
-    ("person_fraction", "float32"),
-    ("num_persons", "int32"),
-    ("bytes", "int64"),
-)
-ERRORS_FIELDS = (
-    ("source", "string"),
-    ("stage", "string"),
-    ("reason", "string"),
-    ("key", "string"),
-    ("split", "string"),
-)
-
-
-def write_parquet(
-    url: str, rows: list[dict[str, Any]], fields: tuple[tuple[str, str], ...]
-) -> None:
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in fields])
-    table = pa.Table.from_pylist([{n: r.get(n) for n, _ in fields} for r in rows], schema=schema)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    storage.write_bytes_atomic(url, buf.getvalue())
