@@ -36,8 +36,8 @@ import ray
 import yaml
 from helpers import REPO, run_cli
 
-from pipeline.build import runner as runner_module
 from pipeline.build import BuildOptions, build, plan_shards, pose_actor_options, shard_task_options
+from pipeline.build import runner as runner_module
 from pipeline.cli import _parse_pose_options
 from pipeline.cli import main as pipeline_cli
 from pipeline.datasets import AdapterOptions, load_manifest
