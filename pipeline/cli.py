@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from . import __version__
+from .build.finalize import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 from .build.options import POSE_CHOICES, POSES_FPS_HELP, default_of
 from .build.plan import DEFAULT_MAX_SAMPLES_PER_SHARD, MIN_SHARDS_PER_SPLIT
 from .datasets import DATASETS
@@ -32,6 +34,16 @@ def main() -> None:
     """
 
 
+BUILD_EPILOG = f"""\b
+Exit status:
+  {EXIT_OK}  every planned video was written
+  {EXIT_PARTIAL}  some videos failed (errors.parquet), at most --max-error-fraction of them
+  {EXIT_FAILED}  more videos failed than that, or no sample was written
+  1  the build did not start: bad input, output not writable, pose backend cannot start
+  2  command-line usage error
+"""
+
+
 def _parse_pose_options(values: tuple[str, ...]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for value in values:
@@ -55,7 +67,7 @@ def _coerce(raw: str) -> Any:
     return raw
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(context_settings=CONTEXT, epilog=BUILD_EPILOG)
 @click.option(
     "--dataset",
     required=True,
@@ -156,6 +168,27 @@ def _coerce(raw: str) -> Any:
     help="Delete an existing build in --out and start over (default: resume).",
 )
 @click.option(
+    "--retry-errors",
+    is_flag=True,
+    help="Reprocess only the videos listed in errors.parquet (after fixing their cause) and "
+    "rewrite only the shards that hold them.",
+)
+@click.option(
+    "--max-error-fraction",
+    type=click.FloatRange(0.0, 1.0),
+    default=default_of("max_error_fraction"),
+    show_default=True,
+    help="Failed videos / all videos up to which the build exits 3 (partial) rather than 4.",
+)
+@click.option(
+    "--setup-timeout",
+    type=click.FloatRange(min=1.0),
+    default=default_of("setup_timeout"),
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the first pose actor to start (a cluster may add nodes first).",
+)
+@click.option(
     "--pose-option",
     "pose_option",
     multiple=True,
@@ -169,7 +202,9 @@ def build(**kwargs: Any) -> None:
     """Build WebDataset shards (rgb, pose, raster) from videos and annotations.
 
     Resumes by default: a rerun after a crash or Ctrl-C builds only the shards that are
-    missing. Bad videos are logged to errors.parquet and the build goes on.
+    missing. Bad videos are logged to errors.parquet with their root cause and the build goes
+    on; once their cause is fixed, --retry-errors reprocesses only them. Rows filtered on
+    purpose (class not in --classes) are listed in filtered.parquet.
     """
     from .build import BuildOptions
     from .build import build as run_build
@@ -180,6 +215,7 @@ def build(**kwargs: Any) -> None:
     options = BuildOptions(**kwargs, pose_options=pose_options)
     summary = run_build(options, show_progress=not quiet)
     print_build_summary(summary)
+    sys.exit(summary.exit_code)
 
 
 def _register_optional_commands() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "cli_errors",
     "one_line",
     "root_cause",
+    "describe",
     "user_errors",
 ]
 
@@ -61,6 +62,27 @@ def root_cause(exc: BaseException) -> BaseException:
             return exc
         exc = inner
     return exc
+
+
+# The last "Type: message" line of a traceback printed into an error message (Ray's actor
+# errors carry their cause only as text).
+_EXCEPTION_LINE = re.compile(
+    r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): ?(.*)$", re.M
+)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of the root cause, one line of plain text: what errors.parquet and the
+    build's setup checks report (never a wrapper's name, never terminal colour codes)."""
+    cause = root_cause(exc)
+    text = _ANSI.sub("", str(cause)).strip()
+    if type(cause).__module__.startswith("ray.") and text:
+        found = _EXCEPTION_LINE.findall(text)
+        if found:
+            name, message = found[-1]
+            return f"{name.rsplit('.', 1)[-1]}: {message.strip()}".rstrip(": ")
+    first = text.splitlines()[0] if text else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
 def one_line(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from helpers import (
     samples_of,
 )
 
+from pipeline.build import EXIT_FAILED, EXIT_PARTIAL
 from pipeline.formats import read_kinetics_skeleton, read_ntu_skeleton
 from pipeline.pose.precomputed import rescale_keypoints
 from pipeline.shards import stored_size
@@ -224,7 +226,10 @@ def test_bad_inputs_are_logged_and_the_build_goes_on(tmp_path, kinetics_raw):
         f.write("not a listed class,abcdefghijk,0,10,train\n")  # filtered by --classes
         f.write(f"{victims[0]['label']},zzzzzzzzzzz,0,10,train\n")  # listed, video missing
     out = tmp_path / "out"
-    proc = run_cli("pipeline", *_kinetics_build_args(raw, out))
+    proc = run_cli("pipeline", *_kinetics_build_args(raw, out), check=False)
+    # At least 5 of 12 videos lost: far above --max-error-fraction 0.05.
+    assert proc.returncode == EXIT_FAILED, proc.stderr
+    assert "errors.parquet" in proc.stdout and "exit 4" in proc.stdout
     errors = pq.read_table(out / "train" / "errors.parquet").to_pylist()
     by_source = {Path(e["source"]).name: e for e in errors}
     index = {r["key"]: r for r in pq.read_table(out / "train" / "index.parquet").to_pylist()}
@@ -240,9 +245,20 @@ def test_bad_inputs_are_logged_and_the_build_goes_on(tmp_path, kinetics_raw):
     assert any(e["stage"] == "find" and "zzzzzzzzzzz" in e["source"] for e in errors)
     train_rows = [r for r in rows if r["split"] == "train"]
     assert len(index) + sum(1 for s in stems if f"{s}.mp4" in by_source) == len(train_rows)
-    # Filtered rows are counted in the summary, not logged as errors.
+    # Filtered rows are counted in the summary and listed in filtered.parquet, not as errors.
     assert not any("abcdefghijk" in e["source"] for e in errors)
-    assert "filtered" in proc.stdout
+    filtered = pq.read_table(out / "train" / "filtered.parquet").to_pylist()
+    assert [(r["label_name"], r["reason"]) for r in filtered] == [
+        ("not a listed class", "class not in --classes")
+    ]
+    assert re.search(r"filtered \(class not in --classes\)\s+1\n", proc.stdout)
+    assert re.search(r"present but not listed\s+0\n", proc.stdout)
+    for stage in ("decode", "pose", "find", "annotation"):
+        assert stage in proc.stdout  # the summary names the stages that failed
+    # The same build with a tolerance above the loss: the "partial" exit status.
+    again = run_cli("pipeline", *_kinetics_build_args(raw, out, "--max-error-fraction", "0.9"),
+                    check=False)  # fmt: skip
+    assert again.returncode == EXIT_PARTIAL, again.stderr
 
 
 def test_ntu_build_both_protocols(tmp_path):

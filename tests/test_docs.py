@@ -38,12 +38,14 @@ def test_documented_python_reader_runs(tmp_path, monkeypatch) -> None:
     for tar in (tmp_path / "shards" / "k400").glob("*/rgb-*.tar"):
         tar.unlink()  # pose-only readers never need the RGB shards
     text = (REPO / "docs" / "tools.md").read_text()
-    (snippet,) = re.findall(r"```python\n(from pipeline\.shards import Dataset\n.*?)```", text, re.S)
+    (snippet,) = re.findall(
+        r"```python\n(from pipeline\.shards import Dataset\n.*?)```", text, re.S
+    )
     monkeypatch.chdir(tmp_path)
     seen: list[tuple[str, tuple, int]] = []
     snippet = snippet.replace(
-        "label = sample[\"json\"][\"label\"]  # index into split.info.classes",
-        "label = sample[\"json\"][\"label\"]  # index into split.info.classes\n"
+        'label = sample["json"]["label"]  # index into split.info.classes',
+        'label = sample["json"]["label"]  # index into split.info.classes\n'
         "    seen.append((key, keypoints.shape, label))",
     )
     exec(snippet, {"seen": seen})  # noqa: S102 (the documented example itself)

@@ -19,6 +19,7 @@ from ..errors import InvalidInput
 __all__ = [
     "VideoItem",
     "ErrorRow",
+    "FilteredRow",
     "Manifest",
     "DATASETS",
     "AdapterOptions",
@@ -48,17 +49,32 @@ class ErrorRow:
 
 
 @dataclass
+class FilteredRow:
+    """An annotation row left out on purpose (its class is not among the classes built)."""
+
+    source: str
+    key: str
+    split: str
+    label_name: str
+    reason: str
+
+
+@dataclass
 class Manifest:
     dataset: str
     classes: list[str]
     items: list[VideoItem]
     errors: list[ErrorRow] = field(default_factory=list)
     listed: int = 0  # annotation rows read
-    filtered: int = 0  # rows outside --classes
+    filtered_rows: list[FilteredRow] = field(default_factory=list)  # rows outside --classes
     missing: int = 0  # listed but no video file
     unlisted: int = 0  # video files present but not in the annotations
     person_order: str = "score"
     pose_layout: str | None = None  # layout of precomputed poses, if the dataset has a native one
+
+    @property
+    def filtered(self) -> int:
+        return len(self.filtered_rows)
 
     def splits(self) -> list[str]:
         return sorted(
@@ -109,6 +125,7 @@ def load_manifest(dataset: str, options: AdapterOptions) -> Manifest:
         wanted = {s.strip() for s in options.split.split(",") if s.strip()}
         manifest.items = [i for i in manifest.items if i.split in wanted]
         manifest.errors = [e for e in manifest.errors if not e.split or e.split in wanted]
+        manifest.filtered_rows = [r for r in manifest.filtered_rows if r.split in wanted]
         if not manifest.items:
             raise InvalidInput(f"no videos in split(s) {options.split!r}")
     return manifest

@@ -13,6 +13,8 @@ from ..errors import InputNotFound, InvalidInput
 from ..shards import make_key
 from . import ErrorRow, VideoItem, normalise_class_name
 
+# The reason recorded in filtered.parquet for a row whose class is not built.
+NOT_IN_CLASSES = "class not in --classes"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
 
 

@@ -13,8 +13,9 @@ import posixpath
 
 from .. import storage
 from ..errors import InvalidInput
-from . import AdapterOptions, ErrorRow, Manifest, VideoItem, normalise_class_name
+from . import AdapterOptions, ErrorRow, FilteredRow, Manifest, VideoItem, normalise_class_name
 from .common import (
+    NOT_IN_CLASSES,
     VIDEO_EXTENSIONS,
     class_index,
     dedupe_keys,
@@ -66,11 +67,12 @@ def load_generic(options: AdapterOptions) -> Manifest:
         poses = {"*": options.poses}  # one file for all videos (an mmaction/pyskl pickle)
 
     items: list[VideoItem] = []
-    filtered = missing = 0
+    filtered: list[FilteredRow] = []
+    missing = 0
     for source, label, split in parsed:
         label_index = index.get(normalise_class_name(label))
         if label_index is None:
-            filtered += 1
+            filtered.append(FilteredRow(source, key_of(source), split, label, NOT_IN_CLASSES))
             continue
         if not storage.exists(source):
             missing += 1
@@ -83,7 +85,8 @@ def load_generic(options: AdapterOptions) -> Manifest:
 
     unlisted = 0
     if options.videos and storage.isdir(options.videos):
-        used = {storage.strip_protocol(i.source) for i in items}
+        # Every file an annotation row names is listed, whether its row was built or filtered.
+        used = {storage.strip_protocol(source) for source, _, _ in parsed}
         present = list_files(options.videos, VIDEO_EXTENSIONS).values()
         unlisted = sum(1 for p in present if storage.strip_protocol(p) not in used)
     return Manifest(
@@ -92,7 +95,7 @@ def load_generic(options: AdapterOptions) -> Manifest:
         items=items,
         errors=errors,
         listed=listed,
-        filtered=filtered,
+        filtered_rows=filtered,
         missing=missing,
         unlisted=unlisted,
     )

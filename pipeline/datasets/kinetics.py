@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 from ..errors import InvalidInput
-from . import AdapterOptions, ErrorRow, Manifest, VideoItem, normalise_class_name
+from . import AdapterOptions, ErrorRow, FilteredRow, Manifest, VideoItem, normalise_class_name
 from .common import (
+    NOT_IN_CLASSES,
     VIDEO_EXTENSIONS,
     annotation_files,
     class_index,
@@ -91,14 +92,16 @@ def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest
 
     items: list[VideoItem] = []
     used: set[str] = set()
-    filtered = missing = 0
+    filtered: list[FilteredRow] = []
+    missing = 0
     for label, youtube_id, stem, split in parsed:
         label_index = index.get(normalise_class_name(label))
         source = videos.get(stem) or videos.get(youtube_id)
         if source is not None:
             used.add(stem if stem in videos else youtube_id)
         if label_index is None:
-            filtered += 1
+            key = key_of(source) if source is not None else stem
+            filtered.append(FilteredRow(source or stem, key, split, label, NOT_IN_CLASSES))
             continue
         if source is None:
             missing += 1
@@ -120,7 +123,7 @@ def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest
         items=items,
         errors=errors,
         listed=listed,
-        filtered=filtered,
+        filtered_rows=filtered,
         missing=missing,
         unlisted=len(set(videos) - used),
         person_order="score",

@@ -13,8 +13,15 @@ import re
 from importlib import resources
 
 from ..errors import InvalidInput
-from . import AdapterOptions, ErrorRow, Manifest, VideoItem, normalise_class_name
-from .common import dedupe_keys, key_of, list_files, package_class_list, read_class_file
+from . import AdapterOptions, ErrorRow, FilteredRow, Manifest, VideoItem, normalise_class_name
+from .common import (
+    NOT_IN_CLASSES,
+    dedupe_keys,
+    key_of,
+    list_files,
+    package_class_list,
+    read_class_file,
+)
 
 NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})(?:_rgb)?$")
 XSUB_TRAIN_PERFORMERS = frozenset(
@@ -77,7 +84,7 @@ def load_ntu(options: AdapterOptions) -> Manifest:
 
     errors: list[ErrorRow] = []
     items: list[VideoItem] = []
-    filtered = 0
+    filtered: list[FilteredRow] = []
     for stem, url, setup, camera, performer, replication, action in parsed:
         split = ntu_split(setup, camera, performer, protocol)
         if action < 1 or action > 120:
@@ -86,7 +93,8 @@ def load_ntu(options: AdapterOptions) -> Manifest:
             continue
         label = action_to_label.get(action)
         if label is None:
-            filtered += 1
+            name = full[action - 1] if action <= len(full) else f"A{action:03d}"
+            filtered.append(FilteredRow(url, key_of(url), split, name, NOT_IN_CLASSES))
             continue
         name = stem[: -len("_rgb")] if stem.endswith("_rgb") else stem
         extra = {
@@ -108,7 +116,7 @@ def load_ntu(options: AdapterOptions) -> Manifest:
         items=items,
         errors=errors,
         listed=len(parsed),
-        filtered=filtered,
+        filtered_rows=filtered,
         missing=0,
         unlisted=unlisted,
         person_order="track",

@@ -49,10 +49,12 @@ from .members import (
     encode_raster,
     encode_rgb,
     encode_sample,
+    kind_of_member,
     make_key,
     parse_shard_name,
     rgb_frame_members,
     shard_name,
+    split_members,
 )
 from .reader import SHARD_ERRORS, ErrorLog, ShardMismatchError
 from .schema import (
@@ -96,10 +98,12 @@ __all__ = [
     "encode_raster",
     "encode_rgb",
     "encode_sample",
+    "kind_of_member",
     "make_key",
     "parse_shard_name",
     "rgb_frame_members",
     "shard_name",
+    "split_members",
     "SHARD_ERRORS",
     "ErrorLog",
     "ShardMismatchError",

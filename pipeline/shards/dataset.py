@@ -289,9 +289,14 @@ class Split:
         return storage.join(self.url, shard_name(kind, number))
 
     def read_shard(
-        self, number: int, kinds: Sequence[str] = KINDS, log: ErrorLog | None = None
+        self,
+        number: int,
+        kinds: Sequence[str] = KINDS,
+        log: ErrorLog | None = None,
+        decode: bool = True,
     ) -> Iterator[dict[str, Any]]:
-        """The decoded samples of shard ``number`` (its ``kinds`` in lockstep), in order."""
+        """The samples of shard ``number`` (its ``kinds`` in lockstep), in order, decoded unless
+        ``decode=False`` (members as bytes). A damaged shard raises after its good samples."""
         log = log if log is not None else ErrorLog()
         index = self.index
         samples = aligned_samples(
@@ -302,7 +307,7 @@ class Split:
             counts=index.shard_counts(),
             num_frames=index.frames_of() if "rgb" in kinds else None,
         )
-        yield from decode_stage()(samples)
+        yield from decode_stage()(samples) if decode else samples
         if log.pending:
             raise InvalidInput(f"{log.pending[0]}; run pipeline verify")
 

@@ -39,6 +39,9 @@ __all__ = [
     "encode_rgb",
     "encode_pose",
     "encode_raster",
+    "encode_sample",
+    "kind_of_member",
+    "split_members",
     "decode_members",
     "decode_pose",
     "decode_raster",
@@ -123,6 +126,26 @@ def encode_raster(heatmaps: np.ndarray, pafs: np.ndarray) -> dict[str, bytes]:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, _npy_bytes(array), compresslevel=1)
     return {"raster.npz": buf.getvalue()}
+
+
+def kind_of_member(extension: str) -> str:
+    """The shard kind a member belongs to, from its extension (``000012.jpg`` -> rgb)."""
+    if extension in POSE_MEMBERS:
+        return "pose"
+    if extension in RASTER_MEMBERS:
+        return "raster"
+    if extension.endswith(".jpg"):
+        return "rgb"
+    raise ValueError(f"not a member of shard format v1: {extension!r}")
+
+
+def split_members(sample: Mapping[str, Any]) -> dict[str, dict[str, bytes]]:
+    """A merged sample (members of several kinds) -> kind -> {extension: bytes}."""
+    out: dict[str, dict[str, bytes]] = {}
+    for name, data in sample.items():
+        if not name.startswith("_"):
+            out.setdefault(kind_of_member(name), {})[name] = data
+    return out
 
 
 def encode_sample(sample: Sample, kind: str) -> dict[str, bytes]:

@@ -57,12 +57,17 @@ class ShardSetWriter:
 
     def add(self, sample: Sample) -> int:
         """Add a sample to every shard kind; returns its payload bytes."""
+        return self.add_encoded(sample.key, {k: encode_sample(sample, k) for k in self.kinds})
+
+    def add_encoded(self, key: str, members: dict[str, dict[str, bytes]]) -> int:
+        """Add a sample whose members are already encoded (kind -> {extension: bytes}), e.g.
+        copied from an existing shard; returns its payload bytes."""
         total = 0
         for kind in self.kinds:
-            n = self._tars[kind].write({"__key__": sample.key, **encode_sample(sample, kind)})
+            n = self._tars[kind].write({"__key__": key, **members[kind]})
             self.bytes[kind] += n
             total += n
-        self.keys.append(sample.key)
+        self.keys.append(key)
         return total
 
     def _close_tars(self) -> None:

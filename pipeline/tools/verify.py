@@ -27,7 +27,7 @@ import click
 import numpy as np
 
 from .. import storage
-from ..errors import user_errors
+from ..errors import InvalidInput, user_errors
 from ..progress import Advance, progress
 from ..shards import (
     DATASET_JSON,
@@ -123,7 +123,8 @@ def verify_shard_set(
     report: Report,
     advance: Advance,
 ) -> None:
-    """Check the rgb, pose and raster shards of one number against the index and each other."""
+    """Check the shards of one number (the kinds in ``present``) against the index and each
+    other."""
     frames_of: dict[str, np.ndarray | None] = {}
     # The checks below read `where` when called: the shard being scanned.
 
@@ -140,7 +141,7 @@ def verify_shard_set(
     pose_keys: list[str] | None = None
     # Pose first: it says which frames the rgb shard must hold.
     for kind, check in (("pose", check_pose), ("rgb", check_rgb), ("raster", check_raster)):
-        if not present[kind]:
+        if not present.get(kind):
             continue
         name = shard_name(kind, number)
         where = f"{split}/{name}"
@@ -168,7 +169,13 @@ def _check_temporaries(entries: dict[str, Any], where: str, report: Report) -> N
 
 
 def verify_split(
-    ds: Dataset, split: str, layout: Layout, deep: bool, report: Report, advance: Advance
+    ds: Dataset,
+    split: str,
+    layout: Layout,
+    deep: bool,
+    report: Report,
+    advance: Advance,
+    kinds: tuple[str, ...] = KINDS,
 ) -> None:
     report.splits += 1
     part = ds.split(split)
@@ -199,7 +206,7 @@ def verify_split(
     numbers = sorted(set().union(*(set(shards[k]) for k in KINDS)))
     for number in numbers:
         have = [k for k in KINDS if number in shards[k]]
-        for kind in KINDS:
+        for kind in kinds:
             if number not in shards[kind]:
                 report.add(
                     f"{split}/{shard_name(kind, number)}", f"missing ({', '.join(have)} exist)"
@@ -221,6 +228,8 @@ def verify_split(
         info = ds.info
         where = f"{split}/{INDEX_PARQUET}"
         check_index_rows(rows, info.classes, info.raster.max_persons, where, report)
+        if not rows:
+            report.add(where, "no samples: every video of the split failed or was filtered")
         want = {}
         for row in rows:
             index.setdefault(row["key"], row)
@@ -240,18 +249,22 @@ def verify_split(
         index=index,
     )
     for number in numbers:
-        present = {k: number in shards[k] for k in KINDS}
+        present = {k: number in shards[k] for k in kinds}
         want_keys = want.get(number, []) if want is not None else None
         verify_shard_set(split, number, present, want_keys, ctx, report, advance)
 
 
-def _shard_files(entries: dict[str, Any]) -> set[str]:
+def _shard_files(entries: dict[str, Any], kinds: tuple[str, ...] = KINDS) -> set[str]:
     shards = shard_entries(entries)
-    return {shard_name(k, n) for k in KINDS for n in shards[k]}
+    return {shard_name(k, n) for k in kinds for n in shards[k]}
 
 
 def verify_dataset(
-    url: str, split: str | None = None, deep: bool = False, show_progress: bool = False
+    url: str,
+    split: str | None = None,
+    deep: bool = False,
+    show_progress: bool = False,
+    kinds: tuple[str, ...] = KINDS,
 ) -> Report:
     """Check a dataset (root or split folder, local or s3://); the report lists the problems.
 
@@ -274,10 +287,10 @@ def verify_dataset(
         report.add(DATASET_JSON, str(exc).splitlines()[0])
         return report
     splits = ds.select(split)
-    total = sum(len(_shard_files(ds.split(s).entries())) for s in splits)
+    total = sum(len(_shard_files(ds.split(s).entries(), kinds)) for s in splits)
     with progress(total, "verify", "shards", show_progress) as advance:
         for name in splits:
-            verify_split(ds, name, layout, deep, report, advance)
+            verify_split(ds, name, layout, deep, report, advance, kinds)
     return report
 
 
@@ -298,16 +311,30 @@ def verify_dataset(
     show_default=True,
     help="Print at most this many problem lines (all are counted).",
 )
+@click.option(
+    "--only",
+    metavar="KINDS",
+    default=",".join(KINDS),
+    show_default=True,
+    help="Check only these shard kinds (comma separated), e.g. --only pose for a copy that "
+    "holds only the pose shards.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def verify(url: str, split: str | None, deep: bool, max_problems: int, quiet: bool) -> None:
+def verify(
+    url: str, split: str | None, deep: bool, max_problems: int, only: str, quiet: bool
+) -> None:
     """Check that a built dataset is complete and consistent (shard format v1).
 
     Every shard must parse, hold the index's keys in the index's order (aligned across rgb, pose
     and raster), and every sample must have the documented members, dtypes and shapes. Prints
     one line per problem and exits 1 if there is any; exit 0 means the dataset is clean.
     """
-    report = verify_dataset(url, split, deep, show_progress=not quiet)
+    kinds = tuple(k.strip() for k in only.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise InvalidInput(f"--only {only}: kinds are {', '.join(KINDS)}")
+    report = verify_dataset(url, split, deep, show_progress=not quiet, kinds=kinds)
     mode = "deep" if deep else "shallow"
     checked = f"{report.splits} split(s), {report.shards} shards, {report.samples} samples"
     for line in report.problems[:max_problems]:
