@@ -22,7 +22,8 @@ def print_build_summary(summary: Any, console: Console | None = None) -> None:
     """The build's one-screen summary: inputs, output, failures by stage and where they are."""
     from .build.finalize import EXIT_OK, EXIT_PARTIAL
 
-    console = console or Console(stderr=False)
+    # soft_wrap: the notes below name paths a scheduler's log parser may grep for.
+    console = console or Console(stderr=False, soft_wrap=True)
     table = Table(title=f"build summary: {summary.out}", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()

@@ -146,7 +146,7 @@ def test_resources_on_a_cluster_with_a_gpu(gpu_cluster) -> None:
 def _recording_shard_task(func: Any, probe_dir: str) -> Any:
     """The shard task that first records, inside the Ray task, what Ray gave it."""
 
-    def shard_task(spec, ctx, pose_actor=None, progress=None):
+    def shard_task(spec, ctx, pose_actor=None, progress=None, retry=False):
         import json
         import os
 
@@ -156,7 +156,7 @@ def _recording_shard_task(func: Any, probe_dir: str) -> Any:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "assigned": ray.get_runtime_context().get_assigned_resources(),
         }
-        record = func(spec, ctx, pose_actor, progress)
+        record = func(spec, ctx, pose_actor, progress, retry)
         # After the shard: by then a pose actor, if any, has served it (and holds its GPU).
         info["free_gpus"] = ray.available_resources().get("GPU", 0.0)
         info["samples"] = record["samples"]
