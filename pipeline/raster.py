@@ -441,8 +441,6 @@ def _segment_box(
 def _draw_segment(
     plane_x: np.ndarray,
     plane_y: np.ndarray,
-    sum_x: np.ndarray,
-    sum_y: np.ndarray,
     count: np.ndarray,
     touched: np.ndarray,
     num_touched: int,
@@ -455,11 +453,11 @@ def _draw_segment(
 ) -> int:
     """Write the unit vector of segment a -> c on the pixels it covers.
 
-    Without ``use_count`` (a single writer) the vector is stored directly in ``plane_x`` and
-    ``plane_y`` (as :func:`_paf_stored` makes it for their dtype). With it, the vector is added
-    to ``sum_x`` and ``sum_y`` (float32; the planes themselves in the float kernel) and the
-    pixel's cover count incremented; pixels counted for the first time are appended (as flat
-    indices) to ``touched``, for the averaging pass. Returns the new length of ``touched``.
+    Without ``use_count`` (a single writer) the vector is stored directly, as
+    :func:`_paf_stored` makes it for the planes' dtype (float32, or int8 in the quantised
+    kernel). With it, the vector is added and the pixel's cover count incremented; pixels
+    counted for the first time are appended (as flat indices) to ``touched``, for the averaging
+    pass. Returns the new length of ``touched``. Sums are only ever made in float32 planes.
     """
     height, width = plane_x.shape
     dx = xc - xa
@@ -525,8 +523,8 @@ def _draw_segment(
             if cross * cross > limit:
                 continue
             if use_count:
-                sum_x[py, px] += vx
-                sum_y[py, px] += vy
+                plane_x[py, px] += vx
+                plane_y[py, px] += vy
                 if count[py, px] == 0:
                     touched[num_touched] = py * width + px
                     num_touched += 1
@@ -541,15 +539,33 @@ def _draw_segment(
 def _average_touched(
     plane_x: np.ndarray,
     plane_y: np.ndarray,
+    count: np.ndarray,
+    touched: np.ndarray,
+    num_touched: int,
+) -> None:
+    """Divide the summed vectors of the touched pixels by their cover count; reset counts."""
+    width = count.shape[1]
+    for n in range(num_touched):
+        py, px = divmod(touched[n], width)
+        c = count[py, px]
+        if c > 1:
+            plane_x[py, px] /= np.float32(c)
+            plane_y[py, px] /= np.float32(c)
+        count[py, px] = 0
+
+
+@_jit
+def _average_touched_quantized(
+    plane_x: np.ndarray,
+    plane_y: np.ndarray,
     sum_x: np.ndarray,
     sum_y: np.ndarray,
     count: np.ndarray,
     touched: np.ndarray,
     num_touched: int,
-    reset_sums: bool,
 ) -> None:
-    """Store the summed vectors of the touched pixels divided by their cover count in the
-    planes; reset the counts, and the sums when they are scratch planes (``reset_sums``)."""
+    """:func:`_average_touched` on the float32 ``sum_x``, ``sum_y``, the result quantised into
+    the int8 planes; resets the counts and the sums."""
     width = count.shape[1]
     for n in range(num_touched):
         py, px = divmod(touched[n], width)
@@ -559,12 +575,45 @@ def _average_touched(
         if c > 1:
             vx /= np.float32(c)
             vy /= np.float32(c)
-        plane_x[py, px] = _paf_stored(plane_x, vx)
-        plane_y[py, px] = _paf_stored(plane_y, vy)
+        plane_x[py, px] = _quantize_paf(vx)
+        plane_y[py, px] = _quantize_paf(vy)
         count[py, px] = 0
-        if reset_sums:
-            sum_x[py, px] = 0.0
-            sum_y[py, px] = 0.0
+        sum_x[py, px] = 0.0
+        sum_y[py, px] = 0.0
+
+
+def _finish_touched(
+    plane_x: np.ndarray,
+    plane_y: np.ndarray,
+    sum_x: np.ndarray,
+    sum_y: np.ndarray,
+    count: np.ndarray,
+    touched: np.ndarray,
+    num_touched: int,
+) -> None:
+    """Average the touched pixels' sums into the planes: in place in float32 planes (the sums
+    are the planes), quantised from the scratch sums in int8 planes. Chosen by numba from the
+    planes' dtype (overload below); not callable from Python."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(_finish_touched)
+def _finish_touched_overload(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched):
+    if not isinstance(plane_x, types.Array):
+        return None
+    if plane_x.dtype == types.int8:
+
+        def quantized(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched):
+            _average_touched_quantized(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched)
+
+        return quantized
+    if plane_x.dtype == types.float32:
+
+        def in_place(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched):
+            _average_touched(plane_x, plane_y, count, touched, num_touched)
+
+        return in_place
+    return None
 
 
 @_jit
@@ -605,13 +654,12 @@ def _draw_bone(
     paf_width: float,
     boxes: np.ndarray,
     drawn: np.ndarray,
-    scratch_sums: bool,
 ) -> None:
     """The PAF of bone a -> c over all kept persons, averaged where they overlap.
 
-    Where persons overlap, vectors are summed in ``sum_x`` and ``sum_y``: the planes themselves
-    (float kernel) or, with ``scratch_sums``, float32 scratch planes that are all zero between
-    calls (quantised kernel).
+    Where persons overlap, vectors are summed in float32 ``sum_x`` and ``sum_y``: the planes
+    themselves (float kernel), or scratch planes that are all zero between calls when the
+    planes are int8 (quantised kernel).
     """
     height, width = plane_x.shape
     kept = xs.shape[0]
@@ -644,12 +692,18 @@ def _draw_bone(
             ):
                 shared = True
                 break
-        num_touched = _draw_segment(
-            plane_x, plane_y, sum_x, sum_y, count, touched, num_touched, shared,
-            xs[i, a], ys[i, a], xs[i, c], ys[i, c], paf_width,
-        )  # fmt: skip
+        if shared:
+            num_touched = _draw_segment(
+                sum_x, sum_y, count, touched, num_touched, True,
+                xs[i, a], ys[i, a], xs[i, c], ys[i, c], paf_width,
+            )  # fmt: skip
+        else:
+            num_touched = _draw_segment(
+                plane_x, plane_y, count, touched, num_touched, False,
+                xs[i, a], ys[i, a], xs[i, c], ys[i, c], paf_width,
+            )  # fmt: skip
     if num_touched:
-        _average_touched(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched, scratch_sums)
+        _finish_touched(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched)
 
 
 @_jit
@@ -752,7 +806,7 @@ def _render_clip_kernel(
             plane_x, plane_y = frame[ch], frame[ch + 1]
             _draw_bone(
                 plane_x, plane_y, plane_x, plane_y, count, touched, a, c, xs[cur], ys[cur],
-                ok[cur], paf_width, boxes, drawn, False,
+                ok[cur], paf_width, boxes, drawn,
             )  # fmt: skip
             if ahead:
                 _prefetch_bone(
@@ -812,7 +866,7 @@ def _render_clip_quantized_kernel(
         for b in range(num_bones):
             _draw_bone(
                 pafs[f, 2 * b], pafs[f, 2 * b + 1], sum_x, sum_y, count, touched, bones[b, 0],
-                bones[b, 1], xs, ys, ok, paf_width, boxes, drawn, True,
+                bones[b, 1], xs, ys, ok, paf_width, boxes, drawn,
             )  # fmt: skip
 
 

@@ -567,6 +567,10 @@ EDGE_CASES = {
                       "out_hw": (10, 10)},
     "crossing bones": {"keypoints": _kp([(1, 4, 1), (8, 4, 1)], [(4, 1, 1), (4, 8, 1)]),
                        "bones": [(0, 1)], "out_hw": (10, 10), "paf_width": 0.5},
+    "crossing bones, one leftwards": {
+        "keypoints": _kp([(8, 4, 1), (1, 4, 1)], [(4, 1, 1), (4, 8, 1)]), "bones": [(0, 1)],
+        "out_hw": (10, 10), "paf_width": 0.5,
+    },
     "three crossing bones": {
         "keypoints": _kp([(1, 4, 1), (8, 4, 1)], [(4, 1, 1), (4, 8, 1)], [(1, 1, 1), (7, 7, 1)]),
         "bones": [(0, 1)], "out_hw": (10, 10), "paf_width": 1.5,
@@ -607,6 +611,8 @@ def test_quantized_hand_values() -> None:
     assert paf[0, :, 4, 4].tolist() == [64, 64]  # (0.5, 0.5): rint(63.5) = 64
     assert paf[0, :, 4, 6].tolist() == [127, 0] and paf[0, :, 6, 4].tolist() == [0, 127]
     assert heat[0, 0, 4, 1] == 255 and heat[0, 0, 4, 2] == round(255 * math.exp(-2))
+    _, paf = render_clip_quantized(**EDGE_CASES["crossing bones, one leftwards"])
+    assert paf[0, :, 4, 4].tolist() == [-64, 64]  # rint(-63.5) = -64, not -63 (half up)
     heat, _ = render_clip_quantized(**EDGE_CASES["clamped sum"])
     assert heat[0, 0, 5, 5] == heat[0, 0, 5, 6] == 255  # 1 + exp(-2), clamped at 1
     assert heat[0, 0, 4, 5] == round(255 * (math.exp(-2) + math.exp(-4)))
