@@ -23,6 +23,13 @@ Conventions (shared with the reference):
 
 Keypoints are read as float32 (the stored dtype); the geometry runs in float64, the output is
 float32.
+
+Two renderers share that code: :func:`render_clip` (float32 [F, K + 2B, H, W]; training renders
+from augmented keypoints with it) and :func:`render_clip_quantized` (what shards store: uint8
+heatmaps round(255 H) and int8 PAFs round(127 P), equal value for value to
+``quantize_raster(render_clip(...))``). The latter writes the quantised value only on the pixels
+of a Gaussian's cutoff box or a PAF segment's band; where several persons' boxes overlap it sums
+in small float32 scratch planes exactly as the float kernel does, then quantises those pixels.
 """
 
 from __future__ import annotations
@@ -92,6 +99,12 @@ def _normalize_args(
     if not np.issubdtype(bone_arr.dtype, np.integer):
         raise ValueError(f"bones must be integer joint indices; got dtype {bone_arr.dtype}")
     bone_arr = np.ascontiguousarray(bone_arr, dtype=np.int64)
+    # Read-only arrays (a layout's bones are) would make numba compile and cache a second copy
+    # of every kernel; copies of these small arrays keep one signature.
+    if not kp.flags.writeable:
+        kp = kp.copy()
+    if not bone_arr.flags.writeable:
+        bone_arr = bone_arr.copy()
     if bone_arr.size and (bone_arr.min() < 0 or bone_arr.max() >= k):
         raise ValueError(f"bone joint index out of range for {k} joints")
     try:

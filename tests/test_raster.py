@@ -519,10 +519,29 @@ def layout_clips(draw: st.DrawFn) -> dict:
     }
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=300)
 @given(layout_clips())
 def test_quantized_equals_quantized_float_raster_on_layouts(clip: dict) -> None:
     _assert_quantized_exact(clip)
+
+
+def test_quantized_in_threads() -> None:
+    """The kernel releases the GIL: concurrent calls into their own buffers do not interfere."""
+    layout = get_layout("ntu25")
+    rng = np.random.default_rng(3)
+    clips = []
+    for seed in range(6):
+        kp = np.concatenate(
+            [rng.uniform(0, 80, (4, 3, 25, 2)), rng.uniform(0, 1, (4, 3, 25, 1))], axis=-1
+        )
+        clips.append({"keypoints": kp, "bones": layout.bones, "out_hw": (20 + seed, 24)})
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda clip: render_clip_quantized(**clip, scale=0.25), clips))
+    for clip, (heat, paf) in zip(clips, results, strict=True):
+        want_heat, want_paf = _quantized_reference({**clip, "scale": 0.25})
+        np.testing.assert_array_equal(heat, want_heat)
+        np.testing.assert_array_equal(paf, want_paf)
+        assert heat.any() and paf.any()
 
 
 @settings(max_examples=40, deadline=None)
