@@ -154,6 +154,9 @@ def bench_local(repeat: int) -> dict[str, dict[str, dict[str, float]]]:
         def quantized(kp=kp, heat=heat, paf=paf, h=h, w=w) -> None:
             render_clip_quantized(kp, bones, (h, w), scale=SCALE, heatmaps=heat, pafs=paf)
 
+        def quantized_fresh(kp=kp, h=h, w=w) -> None:
+            render_clip_quantized(kp, bones, (h, w), scale=SCALE)
+
         def float_then_quantize(kp=kp, out=out, h=h, w=w) -> tuple[np.ndarray, np.ndarray]:
             return quantize_raster(render_clip(kp, bones, (h, w), scale=SCALE, out=out), 17)
 
@@ -173,6 +176,7 @@ def bench_local(repeat: int) -> dict[str, dict[str, dict[str, float]]]:
             "fill": time_call(lambda out=out: out.fill(0), repeat),
             "memset": time_call(lambda out=out: _memset(out), repeat),
             "quantized": time_call(quantized, repeat),
+            "quantized_fresh": time_call(quantized_fresh, repeat),
             "float_then_quantize": time_call(float_then_quantize, repeat),
             "quantized_fill": time_call(fill_pair, repeat),
             "quantized_memset": time_call(lambda h=heat, p=paf: _memset_pair(h, p), repeat),
@@ -322,6 +326,7 @@ def format_table(local: dict, peer: dict | None) -> str:
             _HEADER[0].format("quantised kernel"),
             _HEADER[1],
             _row("quantised kernel `render_clip_quantized` (preallocated)", quantized, quantized),
+            _row("quantised kernel, new arrays each call", res["quantized_fresh"], quantized),
             _row(
                 "reference: `quantize_raster(render_clip(..., out=out))`",
                 res["float_then_quantize"],
