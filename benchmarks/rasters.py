@@ -7,6 +7,15 @@ bones = 55 channels), plausible moving bodies, at 56x56 (224x224 source) and 64x
 source), a quarter of the source side. The kernel writes into a preallocated ``out``; the
 zero-fill row times ``out.fill(0)`` on the same float32 array, the physical floor.
 
+A second table per size times what the build stores (uint8 heatmaps, int8 PAFs): the quantised
+kernel ``render_clip_quantized`` into preallocated arrays, against its reference
+``quantize_raster(render_clip(...))`` (the float kernel into a preallocated ``out``, then
+rint/clip/astype over the whole raster) and the zero-fill of the uint8 and int8 arrays, its
+floor. The two paths' outputs are checked equal before timing.
+
+Every row reports wall time (``time.perf_counter``) and CPU time of this process
+(``time.process_time``; one thread), the latter less disturbed by other work on a shared machine.
+
 The peer is mmaction2's ``GeneratePoseTarget`` (PoseC3D), heatmaps only and with limb maps (the
 same 19 bones), default sigma 0.6. It needs numpy<2, so it runs in its own virtual environment,
 created on first use under ~/.cache/integralaction/bench-mmaction (numpy<2: its PoseCompact uses np.Inf); the
@@ -40,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import cpu_model, load_note, write_section  # noqa: E402
 
-from pipeline.raster import render_clip  # noqa: E402
+from pipeline.raster import quantize_raster, render_clip, render_clip_quantized  # noqa: E402
 from pipeline.raster_reference import render_clip_reference  # noqa: E402
 from pipeline.skeletons import get_layout  # noqa: E402
 
@@ -94,14 +103,21 @@ def make_poses(source_hw: tuple[int, int], seed: int = SEED) -> np.ndarray:
 
 
 def time_call(fn: Callable[[], object], repeat: int) -> dict[str, float]:
-    """Best and median seconds of ``repeat`` calls after one warm-up call."""
+    """Best and median seconds of ``repeat`` calls after one warm-up call: wall time, and CPU
+    time of this process (``cpu_best``, ``cpu_median``)."""
     fn()
-    runs = []
+    runs, cpu_runs = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
+        cpu_runs.append(time.process_time() - cpu_start)
         runs.append(time.perf_counter() - start)
-    return {"best": min(runs), "median": statistics.median(runs)}
+    return {
+        "best": min(runs),
+        "median": statistics.median(runs),
+        "cpu_best": min(cpu_runs),
+        "cpu_median": statistics.median(cpu_runs),
+    }
 
 
 @numba.njit(cache=True)
@@ -109,6 +125,13 @@ def _memset(out: np.ndarray) -> None:
     # LLVM turns this into one memset call: glibc's fastest zeroing (streaming stores for
     # arrays larger than the last-level cache), faster here than numpy's fill.
     out[...] = 0.0
+
+
+@numba.njit(cache=True)
+def _memset_pair(heatmaps: np.ndarray, pafs: np.ndarray) -> None:
+    # The quantised kernel's own zeroing of its two outputs.
+    heatmaps[...] = 0
+    pafs[...] = 0
 
 
 def bench_local(repeat: int) -> dict[str, dict[str, dict[str, float]]]:
@@ -125,12 +148,38 @@ def bench_local(repeat: int) -> dict[str, dict[str, dict[str, float]]]:
         def reference(kp=kp, out=out, h=h, w=w) -> None:
             render_clip_reference(kp, bones, (h, w), scale=SCALE, out=out)
 
+        heat = np.empty((FRAMES, 17, h, w), dtype=np.uint8)
+        paf = np.empty((FRAMES, 2 * len(bones), h, w), dtype=np.int8)
+
+        def quantized(kp=kp, heat=heat, paf=paf, h=h, w=w) -> None:
+            render_clip_quantized(kp, bones, (h, w), scale=SCALE, heatmaps=heat, pafs=paf)
+
+        def quantized_fresh(kp=kp, h=h, w=w) -> None:
+            render_clip_quantized(kp, bones, (h, w), scale=SCALE)
+
+        def float_then_quantize(kp=kp, out=out, h=h, w=w) -> tuple[np.ndarray, np.ndarray]:
+            return quantize_raster(render_clip(kp, bones, (h, w), scale=SCALE, out=out), 17)
+
+        def fill_pair(heat=heat, paf=paf) -> None:
+            heat.fill(0)
+            paf.fill(0)
+
+        quantized()
+        want_heat, want_paf = float_then_quantize()
+        if not (np.array_equal(heat, want_heat) and np.array_equal(paf, want_paf)):
+            raise AssertionError(f"{h}x{w}: render_clip_quantized differs from quantize_raster")
+
         results[f"{h}x{w}"] = {
             "kernel": time_call(kernel, repeat),
             # The reference is about a thousand times slower; a few runs pin it down.
             "reference": time_call(reference, max(1, min(repeat, 3))),
             "fill": time_call(lambda out=out: out.fill(0), repeat),
             "memset": time_call(lambda out=out: _memset(out), repeat),
+            "quantized": time_call(quantized, repeat),
+            "quantized_fresh": time_call(quantized_fresh, repeat),
+            "float_then_quantize": time_call(float_then_quantize, repeat),
+            "quantized_fill": time_call(fill_pair, repeat),
+            "quantized_memset": time_call(lambda h=heat, p=paf: _memset_pair(h, p), repeat),
         }
     return results
 
@@ -215,10 +264,22 @@ def bench_peer(repeat: int) -> dict[str, dict[str, dict[str, float]]]:
 
 def _row(name: str, timing: dict[str, float], kernel: dict[str, float]) -> str:
     best, median = timing["best"], timing["median"]
+    cpu = (
+        f" {timing['cpu_best'] * 1e3:.3f} | {timing['cpu_best'] / kernel['cpu_best']:,.2f} |"
+        if "cpu_best" in timing
+        else " | |"  # the peer reports wall time only
+    )
     return (
         f"| {name} | {best * 1e3:.3f} | {median * 1e3:.3f} | {1.0 / best:,.0f} "
-        f"| {best / kernel['best']:,.2f} |"
+        f"| {best / kernel['best']:,.2f} |{cpu}"
     )
+
+
+_HEADER = [
+    "| method | ms/clip (best) | ms/clip (median) | clips/s (best) | time / {0} "
+    "| CPU ms/clip (best) | CPU time / {0} |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+]
 
 
 def format_table(local: dict, peer: dict | None) -> str:
@@ -230,8 +291,8 @@ def format_table(local: dict, peer: dict | None) -> str:
         lines += [
             f"**{size} raster** ({FRAMES} frames x {17 + 2 * 19} channels, float32)",
             "",
-            "| method | ms/clip (best) | ms/clip (median) | clips/s (best) | time / kernel |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            _HEADER[0].format("kernel"),
+            _HEADER[1],
             _row("numba kernel `render_clip` (preallocated `out`)", kernel, kernel),
             _row("numpy reference `render_clip_reference`", res["reference"], kernel),
         ]
@@ -252,6 +313,39 @@ def format_table(local: dict, peer: dict | None) -> str:
             ratios.append(f"{peer[size]['limbs']['best'] / best:,.1f}x than the peer with limbs")
         ratios.append(f"kernel time = {best / floor:.2f}x the faster zero-fill")
         lines += ["; ".join(ratios) + ".", ""]
+
+        quantized = res["quantized"]
+        stored_floor = {
+            key: min(res["quantized_memset"][key], res["quantized_fill"][key])
+            for key in ("best", "cpu_best")
+        }
+        lines += [
+            f"**{size} raster, stored dtypes** ({FRAMES} frames x 17 uint8 heatmaps + 38 int8 "
+            "PAF channels)",
+            "",
+            _HEADER[0].format("quantised kernel"),
+            _HEADER[1],
+            _row("quantised kernel `render_clip_quantized` (preallocated)", quantized, quantized),
+            _row("quantised kernel, new arrays each call", res["quantized_fresh"], quantized),
+            _row(
+                "reference: `quantize_raster(render_clip(..., out=out))`",
+                res["float_then_quantize"],
+                quantized,
+            ),
+            _row(
+                "zero-fill: memset of the uint8 + int8 arrays", res["quantized_memset"], quantized
+            ),
+            _row("zero-fill: numpy `fill(0)` of both", res["quantized_fill"], quantized),
+            "",
+        ]
+        ref = res["float_then_quantize"]
+        lines += [
+            f"Quantised kernel {ref['best'] / quantized['best']:.2f}x faster than the reference "
+            f"(CPU time: {ref['cpu_best'] / quantized['cpu_best']:.2f}x); its time = "
+            f"{quantized['best'] / stored_floor['best']:.2f}x the faster zero-fill of the "
+            f"stored arrays (CPU time: {quantized['cpu_best'] / stored_floor['cpu_best']:.2f}x).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -296,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
                 "cache-resident plane took about 0.7 ms per clip, the rest of the kernel's time "
                 "above the floor is memory latency (hidden in part by prefetching the next "
                 "frame's lines).",
+                "",
+                "The second table per size times what shards store (uint8 heatmaps, int8 PAFs): "
+                "`render_clip_quantized`, which draws quantised values straight into "
+                "preallocated arrays, against `quantize_raster(render_clip(...))` (the float "
+                "kernel into a preallocated `out`, then rint, clip and astype over the whole "
+                "raster), with the same outputs checked equal first; its floor is zeroing the "
+                "two small arrays. CPU columns are `time.process_time` of this one-thread "
+                "process.",
                 "",
                 table,
             ]

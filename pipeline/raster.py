@@ -23,6 +23,13 @@ Conventions (shared with the reference):
 
 Keypoints are read as float32 (the stored dtype); the geometry runs in float64, the output is
 float32.
+
+Two renderers share that code: :func:`render_clip` (float32 [F, K + 2B, H, W]; training renders
+from augmented keypoints with it) and :func:`render_clip_quantized` (what shards store: uint8
+heatmaps round(255 H) and int8 PAFs round(127 P), equal value for value to
+``quantize_raster(render_clip(...))``). The latter writes the quantised value only on the pixels
+of a Gaussian's cutoff box or a PAF segment's band; where several persons' boxes overlap it sums
+in small float32 scratch planes exactly as the float kernel does, then quantises those pixels.
 """
 
 from __future__ import annotations
@@ -36,12 +43,13 @@ from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from pipeline.skeletons import Layout, get_layout
 
 __all__ = [
     "render_clip",
+    "render_clip_quantized",
     "quantize_raster",
     "dequantize_raster",
     "flip_raster",
@@ -91,6 +99,12 @@ def _normalize_args(
     if not np.issubdtype(bone_arr.dtype, np.integer):
         raise ValueError(f"bones must be integer joint indices; got dtype {bone_arr.dtype}")
     bone_arr = np.ascontiguousarray(bone_arr, dtype=np.int64)
+    # Read-only arrays (a layout's bones are) would make numba compile and cache a second copy
+    # of every kernel; copies of these small arrays keep one signature.
+    if not kp.flags.writeable:
+        kp = kp.copy()
+    if not bone_arr.flags.writeable:
+        bone_arr = bone_arr.copy()
     if bone_arr.size and (bone_arr.min() < 0 or bone_arr.max() >= k):
         raise ValueError(f"bone joint index out of range for {k} joints")
     try:
@@ -111,18 +125,24 @@ def _normalize_args(
     return kp, bone_arr, h, w
 
 
-def _check_out(out: np.ndarray, shape: tuple[int, ...]) -> None:
-    """``out`` must be a writeable C-contiguous float32 array of exactly ``shape``."""
+def _check_out(
+    out: np.ndarray,
+    shape: tuple[int, ...],
+    dtype: type = np.float32,
+    name: str = "out",
+    dims: str = "[F, K + 2B, H, W]",
+) -> None:
+    """``out`` must be a writeable C-contiguous array of ``dtype`` and exactly ``shape``."""
     if not isinstance(out, np.ndarray):
-        raise ValueError(f"out must be a numpy array; got {type(out).__name__}")
-    if out.dtype != np.float32:
-        raise ValueError(f"out must be float32; got {out.dtype}")
+        raise ValueError(f"{name} must be a numpy array; got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name} must be {np.dtype(dtype).name}; got {out.dtype}")
     if out.shape != shape:
-        raise ValueError(f"out must have shape {shape} [F, K + 2B, H, W]; got {out.shape}")
+        raise ValueError(f"{name} must have shape {shape} {dims}; got {out.shape}")
     if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
+        raise ValueError(f"{name} must be C-contiguous")
     if not out.flags.writeable:
-        raise ValueError("out must be writeable")
+        raise ValueError(f"{name} must be writeable")
 
 
 @intrinsic
@@ -169,6 +189,41 @@ def _prefetch_box(plane: np.ndarray, x0: int, x1: int, y0: int, y1: int) -> None
         for px in range(x0, x1 + 1, 16):
             _prefetch_write(plane, py, px)
         _prefetch_write(plane, py, x1)
+
+
+@_jit
+def _quantize_heat(value: float) -> int:
+    """round(255 v) clipped to [0, 255], as uint8: :func:`quantize_raster` on one float32 value.
+
+    The product is a float32 one (numpy multiplies a float32 array by a Python float in float32)
+    and np.rint rounds half to even, as numpy's does.
+    """
+    q = np.rint(np.float32(value) * np.float32(255.0))
+    return np.uint8(min(max(q, np.float32(0.0)), np.float32(255.0)))
+
+
+@_jit
+def _quantize_paf(value: float) -> int:
+    """round(127 v) clipped to [-127, 127], as int8: :func:`quantize_raster` on one value."""
+    q = np.rint(np.float32(value) * np.float32(127.0))
+    return np.int8(min(max(q, np.float32(-127.0)), np.float32(127.0)))
+
+
+def _paf_stored(plane: np.ndarray, value: float) -> float:
+    """What ``plane`` stores for the float32 PAF component ``value``: the value itself in a
+    float32 plane, :func:`_quantize_paf` of it in an int8 plane. Chosen by numba from the plane's
+    dtype when compiling (see the overload below), so the PAF drawing code serves both kernels;
+    not callable from Python."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(_paf_stored)
+def _paf_stored_overload(plane, value):  # unannotated: numba compares signatures with the lambdas
+    if isinstance(plane, types.Array) and plane.dtype == types.int8:
+        return lambda plane, value: _quantize_paf(value)
+    if isinstance(plane, types.Array) and plane.dtype == types.float32:
+        return lambda plane, value: np.float32(value)
+    return None
 
 
 @_jit
@@ -266,6 +321,102 @@ def _splat_gaussian(
 
 
 @_jit
+def _splat_gaussian_quantized(
+    plane: np.ndarray,
+    x: float,
+    y: float,
+    inv_two_sigma2: float,
+    radius: float,
+    gx: np.ndarray,
+    gy: np.ndarray,
+) -> None:
+    """Write one Gaussian, quantised, into the uint8 ``plane`` [H, W] within ``radius`` of (x, y).
+
+    For a Gaussian that no other one overlaps: the float32 value of :func:`_splat_gaussian` on a
+    zero plane (the same box, 1-D factors and operations), then :func:`_quantize_heat`.
+    """
+    x0, x1, y0, y1 = _gaussian_box(x, y, radius, plane.shape[0], plane.shape[1])
+    if x1 < x0:
+        return
+    _gaussian_1d(gx, x0, x1, x, inv_two_sigma2)
+    _gaussian_1d(gy, y0, y1, y, inv_two_sigma2)
+    for py in range(y0, y1 + 1):
+        row = plane[py]
+        g = gy[py - y0]
+        for px in range(x0, x1 + 1):
+            v = np.float32(0.0) + np.float32(g * gx[px - x0])
+            row[px] = _quantize_heat(v if v < 1.0 else np.float32(1.0))
+
+
+@_jit
+def _draw_joint_quantized(
+    plane: np.ndarray,
+    scratch: np.ndarray,
+    j: int,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ok: np.ndarray,
+    inv_two_sigma2: float,
+    radius: float,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    boxes: np.ndarray,
+    drawn: np.ndarray,
+    shared: np.ndarray,
+) -> None:
+    """Heatmap of joint j over all kept persons into the uint8 ``plane``, quantised.
+
+    A Gaussian whose box overlaps no other's is written straight into ``plane``. Overlapping
+    ones are summed (and clamped) in the float32 ``scratch`` plane [H, W] in rank order, exactly
+    as the float kernel sums them, then their boxes are quantised into ``plane`` and zeroed in
+    ``scratch`` again (``scratch`` is all zero between calls).
+    """
+    height, width = plane.shape
+    kept = xs.shape[0]
+    for i in range(kept):
+        drawn[i] = ok[i, j]
+        if drawn[i]:
+            x0, x1, y0, y1 = _gaussian_box(xs[i, j], ys[i, j], radius, height, width)
+            boxes[i, 0] = x0
+            boxes[i, 1] = x1
+            boxes[i, 2] = y0
+            boxes[i, 3] = y1
+            drawn[i] = x0 <= x1
+    any_shared = False
+    for i in range(kept):
+        shared[i] = False
+        if not drawn[i]:
+            continue
+        for i2 in range(kept):
+            if (
+                i2 != i
+                and drawn[i2]
+                and boxes[i, 0] <= boxes[i2, 1]
+                and boxes[i2, 0] <= boxes[i, 1]
+                and boxes[i, 2] <= boxes[i2, 3]
+                and boxes[i2, 2] <= boxes[i, 3]
+            ):
+                shared[i] = True
+                any_shared = True
+                break
+        if shared[i]:
+            _splat_gaussian(scratch, xs[i, j], ys[i, j], inv_two_sigma2, radius, gx, gy)
+        else:
+            _splat_gaussian_quantized(plane, xs[i, j], ys[i, j], inv_two_sigma2, radius, gx, gy)
+    if not any_shared:
+        return
+    # Quantise every shared box before zeroing any: boxes overlap.
+    for i in range(kept):
+        if shared[i]:
+            for py in range(boxes[i, 2], boxes[i, 3] + 1):
+                for px in range(boxes[i, 0], boxes[i, 1] + 1):
+                    plane[py, px] = _quantize_heat(scratch[py, px])
+    for i in range(kept):
+        if shared[i]:
+            scratch[boxes[i, 2] : boxes[i, 3] + 1, boxes[i, 0] : boxes[i, 1] + 1] = 0.0
+
+
+@_jit
 def _segment_box(
     xa: float,
     ya: float,
@@ -315,10 +466,11 @@ def _draw_segment(
 ) -> int:
     """Write the unit vector of segment a -> c on the pixels it covers.
 
-    Without ``use_count`` (a single writer) the vector is stored directly. With it, the vector
-    is added and the pixel's cover count incremented; pixels counted for the first time are
-    appended (as flat indices) to ``touched``, for the averaging pass. Returns the new length
-    of ``touched``.
+    Without ``use_count`` (a single writer) the vector is stored directly, as
+    :func:`_paf_stored` makes it for the planes' dtype (float32, or int8 in the quantised
+    kernel). With it, the vector is added and the pixel's cover count incremented; pixels
+    counted for the first time are appended (as flat indices) to ``touched``, for the averaging
+    pass. Returns the new length of ``touched``. Sums are only ever made in float32 planes.
     """
     height, width = plane_x.shape
     dx = xc - xa
@@ -329,6 +481,8 @@ def _draw_segment(
     norm = math.sqrt(len2)
     vx = np.float32(dx / norm)
     vy = np.float32(dy / norm)
+    stored_x = _paf_stored(plane_x, vx)
+    stored_y = _paf_stored(plane_y, vy)
     limit = paf_width * paf_width * len2
     x0, x1, y0, y1 = _segment_box(xa, ya, xc, yc, paf_width, height, width)
     if x1 < x0 or y1 < y0:
@@ -389,8 +543,8 @@ def _draw_segment(
                     num_touched += 1
                 count[py, px] += 1
             else:
-                plane_x[py, px] = vx
-                plane_y[py, px] = vy
+                plane_x[py, px] = stored_x
+                plane_y[py, px] = stored_y
     return num_touched
 
 
@@ -411,6 +565,68 @@ def _average_touched(
             plane_x[py, px] /= np.float32(c)
             plane_y[py, px] /= np.float32(c)
         count[py, px] = 0
+
+
+@_jit
+def _average_touched_quantized(
+    plane_x: np.ndarray,
+    plane_y: np.ndarray,
+    sum_x: np.ndarray,
+    sum_y: np.ndarray,
+    count: np.ndarray,
+    touched: np.ndarray,
+    num_touched: int,
+) -> None:
+    """:func:`_average_touched` on the float32 ``sum_x``, ``sum_y``, the result quantised into
+    the int8 planes; resets the counts and the sums."""
+    width = count.shape[1]
+    for n in range(num_touched):
+        py, px = divmod(touched[n], width)
+        c = count[py, px]
+        vx = sum_x[py, px]
+        vy = sum_y[py, px]
+        if c > 1:
+            vx /= np.float32(c)
+            vy /= np.float32(c)
+        plane_x[py, px] = _quantize_paf(vx)
+        plane_y[py, px] = _quantize_paf(vy)
+        count[py, px] = 0
+        sum_x[py, px] = 0.0
+        sum_y[py, px] = 0.0
+
+
+def _finish_touched(
+    plane_x: np.ndarray,
+    plane_y: np.ndarray,
+    sum_x: np.ndarray,
+    sum_y: np.ndarray,
+    count: np.ndarray,
+    touched: np.ndarray,
+    num_touched: int,
+) -> None:
+    """Average the touched pixels' sums into the planes: in place in float32 planes (the sums
+    are the planes), quantised from the scratch sums in int8 planes. Chosen by numba from the
+    planes' dtype (overload below); not callable from Python."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(_finish_touched)
+def _finish_touched_overload(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched):
+    if not isinstance(plane_x, types.Array):
+        return None
+    if plane_x.dtype == types.int8:
+
+        def quantized(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched):
+            _average_touched_quantized(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched)
+
+        return quantized
+    if plane_x.dtype == types.float32:
+
+        def in_place(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched):
+            _average_touched(plane_x, plane_y, count, touched, num_touched)
+
+        return in_place
+    return None
 
 
 @_jit
@@ -439,6 +655,8 @@ def _place_persons(
 def _draw_bone(
     plane_x: np.ndarray,
     plane_y: np.ndarray,
+    sum_x: np.ndarray,
+    sum_y: np.ndarray,
     count: np.ndarray,
     touched: np.ndarray,
     a: int,
@@ -450,7 +668,12 @@ def _draw_bone(
     boxes: np.ndarray,
     drawn: np.ndarray,
 ) -> None:
-    """The PAF of bone a -> c over all kept persons, averaged where they overlap."""
+    """The PAF of bone a -> c over all kept persons, averaged where they overlap.
+
+    Where persons overlap, vectors are summed in float32 ``sum_x`` and ``sum_y``: the planes
+    themselves (float kernel), or scratch planes that are all zero between calls when the
+    planes are int8 (quantised kernel).
+    """
     height, width = plane_x.shape
     kept = xs.shape[0]
     for i in range(kept):
@@ -482,12 +705,18 @@ def _draw_bone(
             ):
                 shared = True
                 break
-        num_touched = _draw_segment(
-            plane_x, plane_y, count, touched, num_touched, shared,
-            xs[i, a], ys[i, a], xs[i, c], ys[i, c], paf_width,
-        )  # fmt: skip
+        if shared:
+            num_touched = _draw_segment(
+                sum_x, sum_y, count, touched, num_touched, True,
+                xs[i, a], ys[i, a], xs[i, c], ys[i, c], paf_width,
+            )  # fmt: skip
+        else:
+            num_touched = _draw_segment(
+                plane_x, plane_y, count, touched, num_touched, False,
+                xs[i, a], ys[i, a], xs[i, c], ys[i, c], paf_width,
+            )  # fmt: skip
     if num_touched:
-        _average_touched(plane_x, plane_y, count, touched, num_touched)
+        _finish_touched(plane_x, plane_y, sum_x, sum_y, count, touched, num_touched)
 
 
 @_jit
@@ -587,14 +816,71 @@ def _render_clip_kernel(
         for b in range(num_bones):
             a, c = bones[b, 0], bones[b, 1]
             ch = num_joints + 2 * b
+            plane_x, plane_y = frame[ch], frame[ch + 1]
             _draw_bone(
-                frame[ch], frame[ch + 1], count, touched, a, c, xs[cur], ys[cur], ok[cur],
-                paf_width, boxes, drawn,
+                plane_x, plane_y, plane_x, plane_y, count, touched, a, c, xs[cur], ys[cur],
+                ok[cur], paf_width, boxes, drawn,
             )  # fmt: skip
             if ahead:
                 _prefetch_bone(
                     following[ch], following[ch + 1], a, c, xs[nxt], ys[nxt], ok[nxt], paf_width
                 )
+
+
+@_jit
+def _render_clip_quantized_kernel(
+    kp: np.ndarray,
+    bones: np.ndarray,
+    scale: float,
+    sigma: float,
+    paf_width: float,
+    max_persons: int,
+    score_threshold: float,
+    heatmaps: np.ndarray,
+    pafs: np.ndarray,
+) -> None:
+    """Render a clip into uint8 ``heatmaps`` [F, K, H, W] and int8 ``pafs`` [F, 2B, H, W]
+    (zeroed here first): :func:`quantize_raster` of what :func:`_render_clip_kernel` renders."""
+    num_frames, num_persons, num_joints = kp.shape[0], kp.shape[1], kp.shape[2]
+    num_bones = bones.shape[0]
+    kept = min(num_persons, max_persons)
+    inv_two_sigma2 = 1.0 / (2.0 * sigma * sigma)
+    radius = sigma * math.sqrt(-2.0 * math.log(HEATMAP_CUTOFF))
+    # A quarter of the float raster's bytes to zero; pixels never drawn quantise to 0.
+    heatmaps[...] = 0
+    pafs[...] = 0
+    if kept == 0 or num_frames == 0:
+        return
+    height, width = heatmaps.shape[2], heatmaps.shape[3]
+    order = np.empty(num_persons, dtype=np.int64)
+    xs = np.empty((kept, num_joints))
+    ys = np.empty((kept, num_joints))
+    ok = np.empty((kept, num_joints), dtype=np.bool_)
+    gx = np.empty(int(2.0 * radius) + 2)
+    gy = np.empty_like(gx)
+    # float32 planes [H, W] for the pixels that several persons cover: the float kernel's sums
+    # there, exactly, before quantising. All zero between planes.
+    scratch = np.zeros((height, width), dtype=np.float32)
+    sum_x = np.zeros((height, width), dtype=np.float32)
+    sum_y = np.zeros((height, width), dtype=np.float32)
+    count = np.zeros((height, width), dtype=np.int32)
+    touched = np.empty(height * width, dtype=np.int64)
+    boxes = np.empty((kept, 4), dtype=np.int64)
+    drawn = np.empty(kept, dtype=np.bool_)
+    shared = np.empty(kept, dtype=np.bool_)
+    for f in range(num_frames):
+        _rank_persons(kp[f], order)
+        _place_persons(kp[f], order, scale, score_threshold, xs, ys, ok)
+        for j in range(num_joints):
+            _draw_joint_quantized(
+                heatmaps[f, j], scratch, j, xs, ys, ok, inv_two_sigma2, radius, gx, gy, boxes,
+                drawn, shared,
+            )  # fmt: skip
+        for b in range(num_bones):
+            _draw_bone(
+                pafs[f, 2 * b], pafs[f, 2 * b + 1], sum_x, sum_y, count, touched, bones[b, 0],
+                bones[b, 1], xs, ys, ok, paf_width, boxes, drawn,
+            )  # fmt: skip
 
 
 def render_clip(
@@ -643,6 +929,59 @@ def render_clip(
         out,
     )
     return out
+
+
+def render_clip_quantized(
+    keypoints: np.ndarray,
+    bones: np.ndarray | Sequence[Sequence[int]],
+    out_hw: tuple[int, int],
+    scale: float = 1.0,
+    sigma: float = 0.5,
+    paf_width: float = 1.0,
+    max_persons: int = 5,
+    score_threshold: float = 0.1,
+    heatmaps: np.ndarray | None = None,
+    pafs: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render a clip straight into the stored dtypes: (uint8 heatmaps [F, K, H, W], int8 PAFs
+    [F, 2B, H, W]).
+
+    Equal, value for value, to ``quantize_raster(render_clip(...), K)`` with the same
+    arguments (round(255 H) and round(127 P), rounded half to even and clipped), without the
+    float32 raster: only the pixels within a Gaussian's cutoff box or a PAF segment's band are
+    computed. Arguments as :func:`render_clip`; ``heatmaps`` and ``pafs`` are optional
+    preallocated C-contiguous uint8 [F, K, H, W] and int8 [F, 2B, H, W] arrays, zeroed, then
+    written and returned (e.g. ``buffer[:F]`` of a buffer reused across clips).
+    """
+    kp, bone_arr, h, w = _normalize_args(
+        keypoints, bones, out_hw, scale, sigma, paf_width, max_persons, score_threshold
+    )
+    num_frames, num_joints, num_bones = kp.shape[0], kp.shape[2], bone_arr.shape[0]
+    heat_shape = (num_frames, num_joints, h, w)
+    paf_shape = (num_frames, 2 * num_bones, h, w)
+    # The kernel zeroes both arrays first, so uninitialised memory is fine.
+    if heatmaps is None:
+        heatmaps = np.empty(heat_shape, dtype=np.uint8)
+    else:
+        _check_out(heatmaps, heat_shape, np.uint8, "heatmaps", "[F, K, H, W]")
+    if pafs is None:
+        pafs = np.empty(paf_shape, dtype=np.int8)
+    else:
+        _check_out(pafs, paf_shape, np.int8, "pafs", "[F, 2B, H, W]")
+    if np.shares_memory(heatmaps, pafs):
+        raise ValueError("heatmaps and pafs must not share memory")
+    _render_clip_quantized_kernel(
+        kp,
+        bone_arr,
+        float(scale),
+        float(sigma),
+        float(paf_width),
+        int(max_persons),
+        float(score_threshold),
+        heatmaps,
+        pafs,
+    )
+    return heatmaps, pafs
 
 
 def quantize_raster(raster: np.ndarray, num_joints: int) -> tuple[np.ndarray, np.ndarray]:

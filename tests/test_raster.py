@@ -23,6 +23,7 @@ from pipeline.raster import (
     flip_raster,
     quantize_raster,
     render_clip,
+    render_clip_quantized,
 )
 from pipeline.raster_reference import render_clip_reference
 from pipeline.skeletons import LAYOUT_NAMES, flip_keypoints, get_layout
@@ -435,3 +436,272 @@ def test_quantisation_of_a_rendered_clip() -> None:
         quantize_raster(raster, 17)  # 18 + 2B - 17 is odd
     with pytest.raises(ValueError):
         dequantize_raster(heat.astype(np.int8), paf)
+
+
+# --- Quantised kernel ---------------------------------------------------------------------------
+# render_clip_quantized must store exactly what quantize_raster(render_clip(...)) stores, so that
+# shards built with it are byte-identical to those built before it.
+
+
+def _quantized_reference(clip: dict) -> tuple[np.ndarray, np.ndarray]:
+    raster = render_clip(**clip)
+    return quantize_raster(raster, np.asarray(clip["keypoints"]).shape[2])
+
+
+def _assert_quantized_exact(clip: dict, **buffers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    want_heat, want_paf = _quantized_reference(clip)
+    heat, paf = render_clip_quantized(**clip, **buffers)
+    assert heat.dtype == np.uint8 and paf.dtype == np.int8
+    assert heat.flags.c_contiguous and paf.flags.c_contiguous
+    np.testing.assert_array_equal(heat, want_heat, strict=True)
+    np.testing.assert_array_equal(paf, want_paf, strict=True)
+    return heat, paf
+
+
+@PROPERTY
+@given(clips())
+def test_quantized_equals_quantized_float_raster(clip: dict) -> None:
+    """Random joints and bones: far, infinite and NaN points, any sizes, scales and widths."""
+    _assert_quantized_exact(clip)
+
+
+@st.composite
+def layout_clips(draw: st.DrawFn) -> dict:
+    """Crowds of plausible bodies in a real layout, on tiny to large rasters.
+
+    Persons are drawn around a few shared centres so that Gaussians and PAF bands overlap (the
+    summed, clamped and averaged pixels); some coordinates sit on the quarter-pixel grid (exact
+    ties between bands, quantisation ties such as 0.5 * 127); then joints are knocked out (low
+    or non-finite scores, NaN coordinates), thrown off the raster or made to coincide.
+    """
+    layout = get_layout(draw(st.sampled_from(LAYOUT_NAMES)))
+    num_joints = layout.num_joints
+    height = draw(st.sampled_from([1, 2, 3]) | st.integers(1, 100))
+    width = draw(st.sampled_from([1, 2, 3]) | st.integers(1, 100))
+    scale = draw(st.sampled_from([0.25, 0.5, 1.0]) | st.floats(0.1, 2.0))
+    frames = draw(st.integers(1, 3))
+    persons = draw(st.integers(1, 7))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    src_h, src_w = height / scale, width / scale
+    size = draw(st.floats(0.05, 1.5)) * max(src_h, src_w)
+    anchors = rng.uniform(-0.2, 1.2, (draw(st.integers(1, 3)), 2)) * (src_w, src_h)
+    centre = anchors[rng.integers(0, len(anchors), (frames, persons))]
+    xy = centre[:, :, None, :] + rng.normal(0.0, 0.3, (frames, persons, num_joints, 2)) * size
+    if draw(st.booleans()):  # on the quarter-pixel grid of the raster
+        xy = (np.round(((xy + 0.5) * scale - 0.5) * 4) / 4 + 0.5) / scale - 0.5
+    score = rng.uniform(0.0, 1.0, (frames, persons, num_joints))
+    kp = np.concatenate([xy, score[..., None]], axis=-1).astype(np.float32)
+
+    def pick(rate: float) -> np.ndarray:
+        return rng.random((frames, persons, num_joints)) < rate
+
+    kp[..., 2][pick(draw(st.sampled_from([0.0, 0.1, 0.5])))] = draw(
+        st.sampled_from([0.0, 0.05, np.nan, -np.inf])
+    )
+    kp[..., 0][pick(draw(st.sampled_from([0.0, 0.05])))] = np.nan
+    kp[..., 1][pick(draw(st.sampled_from([0.0, 0.05])))] = draw(
+        st.sampled_from([-50.0, 1e6, -3e38, np.inf])
+    )
+    if draw(st.booleans()):  # coincident joints: zero-length bones, stacked Gaussians
+        same = pick(0.2)
+        kp[..., :2][same] = kp[:, :, :1, :2].repeat(num_joints, axis=2)[same]
+    if draw(st.booleans()):  # persons on top of each other
+        kp[:, -1] = kp[:, 0]
+    return {
+        "keypoints": kp,
+        "bones": layout.bones,
+        "out_hw": (height, width),
+        "scale": scale,
+        "sigma": draw(st.sampled_from([0.5, 1.0]) | st.floats(0.3, 3.0)),
+        "paf_width": draw(st.sampled_from([1.0, 0.0]) | st.floats(0.0, 3.0)),
+        "max_persons": draw(st.sampled_from([5]) | st.integers(0, 7)),
+        "score_threshold": draw(st.sampled_from([0.1]) | st.floats(0.0, 0.6)),
+    }
+
+
+@settings(PROPERTY, max_examples=300)
+@given(layout_clips())
+def test_quantized_equals_quantized_float_raster_on_layouts(clip: dict) -> None:
+    _assert_quantized_exact(clip)
+
+
+def test_quantized_in_threads() -> None:
+    """The kernel releases the GIL: concurrent calls into their own buffers do not interfere."""
+    layout = get_layout("ntu25")
+    rng = np.random.default_rng(3)
+    clips = []
+    for seed in range(6):
+        kp = np.concatenate(
+            [rng.uniform(0, 80, (4, 3, 25, 2)), rng.uniform(0, 1, (4, 3, 25, 1))], axis=-1
+        )
+        clips.append({"keypoints": kp, "bones": layout.bones, "out_hw": (20 + seed, 24)})
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda clip: render_clip_quantized(**clip, scale=0.25), clips))
+    for clip, (heat, paf) in zip(clips, results, strict=True):
+        want_heat, want_paf = _quantized_reference({**clip, "scale": 0.25})
+        np.testing.assert_array_equal(heat, want_heat)
+        np.testing.assert_array_equal(paf, want_paf)
+        assert heat.any() and paf.any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(clips(), st.integers(0, 255), st.integers(0, 3))
+def test_quantized_buffers_are_zeroed_and_reused(clip: dict, dirt: int, spare: int) -> None:
+    fresh_heat, fresh_paf = _quantized_reference(clip)
+    frames = len(fresh_heat)
+    # Slices of larger buffers, as a build reusing one buffer across clips passes them.
+    heat_buffer = np.full((frames + spare,) + fresh_heat.shape[1:], dirt, np.uint8)
+    paf_buffer = np.full((frames + spare,) + fresh_paf.shape[1:], dirt - 128, np.int8)
+    heat_view, paf_view = heat_buffer[:frames], paf_buffer[:frames]
+    heat, paf = _assert_quantized_exact(clip, heatmaps=heat_view, pafs=paf_view)
+    assert heat is heat_view and paf is paf_view
+    assert (heat_buffer[frames:] == dirt).all() and (paf_buffer[frames:] == dirt - 128).all()
+    # Only one buffer given: the other is allocated.
+    _, own_paf = render_clip_quantized(**clip, heatmaps=heat)
+    assert not np.shares_memory(own_paf, paf_buffer)
+    np.testing.assert_array_equal(own_paf, fresh_paf)
+
+
+def _kp(*persons: list[tuple[float, float, float]]) -> np.ndarray:
+    """One frame: persons given as lists of (x, y, score) per joint."""
+    return np.array([persons], dtype=np.float32)
+
+
+_NO_BONES = np.zeros((0, 2), int)
+EDGE_CASES = {
+    "gaussian peak": {"keypoints": _kp([(10, 6, 1)]), "bones": _NO_BONES, "out_hw": (16, 20)},
+    "quarter scale": {
+        "keypoints": _kp([(13.5, 9.5, 1)]), "bones": _NO_BONES, "out_hw": (8, 8), "scale": 0.25
+    },
+    "between pixels": {
+        "keypoints": _kp([(13.5, 9.5, 1)]), "bones": _NO_BONES, "out_hw": (24, 32), "scale": 2.0
+    },
+    "clamped sum": {"keypoints": _kp([(5, 5, 1)], [(6, 5, 1)]), "bones": _NO_BONES,
+                    "out_hw": (10, 12)},
+    "stacked persons": {"keypoints": _kp(*[[(4.3, 4.6, 1)]] * 6), "bones": _NO_BONES,
+                        "out_hw": (9, 9), "sigma": 2.0},
+    "horizontal bone": {"keypoints": _kp([(2, 5, 1), (9, 5, 1)]), "bones": [(0, 1), (1, 0)],
+                        "out_hw": (12, 14)},
+    "diagonal bone": {"keypoints": _kp([(1, 1, 1), (7, 7, 1)]), "bones": [(0, 1)],
+                      "out_hw": (10, 10)},
+    "crossing bones": {"keypoints": _kp([(1, 4, 1), (8, 4, 1)], [(4, 1, 1), (4, 8, 1)]),
+                       "bones": [(0, 1)], "out_hw": (10, 10), "paf_width": 0.5},
+    "crossing bones, one leftwards": {
+        "keypoints": _kp([(8, 4, 1), (1, 4, 1)], [(4, 1, 1), (4, 8, 1)]), "bones": [(0, 1)],
+        "out_hw": (10, 10), "paf_width": 0.5,
+    },
+    "three crossing bones": {
+        "keypoints": _kp([(1, 4, 1), (8, 4, 1)], [(4, 1, 1), (4, 8, 1)], [(1, 1, 1), (7, 7, 1)]),
+        "bones": [(0, 1)], "out_hw": (10, 10), "paf_width": 1.5,
+    },
+    "far segment": {"keypoints": _kp([(-1e6, 3, 1), (1e6, 3, 1)]), "bones": [(0, 1)],
+                    "out_hw": (8, 6)},
+    "far crossing segments": {
+        "keypoints": _kp([(-1e8, 3, 1), (1e8, 4, 1)], [(2, -1e8, 1), (3, 1e8, 1)]),
+        "bones": [(0, 1)], "out_hw": (8, 6),
+    },
+    "thresholds": {
+        "keypoints": _kp([(3, 3, 0.0999), (6, 3, 0.1)], [(np.nan, 3, 1), (6, 5, np.nan)]),
+        "bones": [(0, 1)], "out_hw": (8, 8),
+    },
+    "zero-length bones": {"keypoints": _kp([(3, 3, 1), (3, 3, 1)]), "bones": [(0, 1), (1, 1)],
+                          "out_hw": (8, 8)},
+    "large sigma truncation": {"keypoints": _kp([(20, 20, 1)]), "bones": _NO_BONES,
+                               "out_hw": (41, 41), "sigma": 3.0},
+    "one pixel": {"keypoints": _kp([(0, 0, 1), (0.4, 0.3, 1)], [(0.2, 0, 1), (0, 0, 1)]),
+                  "bones": [(0, 1)], "out_hw": (1, 1)},
+    "no frames": {"keypoints": np.zeros((0, 3, 17, 3)), "bones": get_layout("coco17").bones,
+                  "out_hw": (5, 7)},
+    "no persons": {"keypoints": np.zeros((4, 0, 17, 3)), "bones": get_layout("coco17").bones,
+                   "out_hw": (5, 7)},
+    "none kept": {"keypoints": np.ones((4, 2, 17, 3)), "bones": get_layout("coco17").bones,
+                  "out_hw": (5, 7), "max_persons": 0},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EDGE_CASES)
+def test_quantized_edge_cases(name: str) -> None:
+    _assert_quantized_exact(EDGE_CASES[name])
+
+
+def test_quantized_hand_values() -> None:
+    """Values worked out by hand, ties included (np.rint rounds half to even)."""
+    heat, paf = render_clip_quantized(**EDGE_CASES["crossing bones"])
+    assert paf[0, :, 4, 4].tolist() == [64, 64]  # (0.5, 0.5): rint(63.5) = 64
+    assert paf[0, :, 4, 6].tolist() == [127, 0] and paf[0, :, 6, 4].tolist() == [0, 127]
+    assert heat[0, 0, 4, 1] == 255 and heat[0, 0, 4, 2] == round(255 * math.exp(-2))
+    _, paf = render_clip_quantized(**EDGE_CASES["crossing bones, one leftwards"])
+    assert paf[0, :, 4, 4].tolist() == [-64, 64]  # rint(-63.5) = -64, not -63 (half up)
+    heat, _ = render_clip_quantized(**EDGE_CASES["clamped sum"])
+    assert heat[0, 0, 5, 5] == heat[0, 0, 5, 6] == 255  # 1 + exp(-2), clamped at 1
+    assert heat[0, 0, 4, 5] == round(255 * (math.exp(-2) + math.exp(-4)))
+    heat, paf = render_clip_quantized(**EDGE_CASES["zero-length bones"])
+    assert heat[0, :, 3, 3].tolist() == [255, 255] and not paf.any()
+
+
+def _float32_around(centres: np.ndarray, ulps: int) -> np.ndarray:
+    """Every float32 within ``ulps`` steps of each centre."""
+    values = np.asarray(centres, np.float32)
+    below, above = [values], [values]
+    for _ in range(ulps):
+        below.append(np.nextafter(below[-1], np.float32(-np.inf)))
+        above.append(np.nextafter(above[-1], np.float32(np.inf)))
+    return np.unique(np.concatenate(below + above))
+
+
+def test_scalar_quantisers_round_like_numpy() -> None:
+    """The kernel's per-value quantisers against quantize_raster at every rounding boundary:
+    all float32 within 64 ulps of (k + 1/2) / 255 and (k + 1/2) / 127, ties included, and
+    out-of-range values."""
+    from pipeline.raster import _quantize_heat, _quantize_paf
+
+    extremes = [0.0, -0.0, 1.0, -1.0, 1.5, -1.5, 3e38, -3e38, 1e-45]
+    heat = _float32_around(np.r_[(np.arange(-1, 256) + 0.5) / 255, extremes], 64)
+    paf = _float32_around(np.r_[(np.arange(-128, 128) + 0.5) / 127, extremes], 64)
+    paf = np.r_[paf, np.float32(0.0)] if len(paf) % 2 else paf  # PAFs come in pairs
+    with np.errstate(over="ignore"):  # 3e38 * 255 is inf in float32, clipped to 255
+        want_heat, _ = quantize_raster(heat.reshape(-1, 1, 1, 1), 1)
+        _, want_paf = quantize_raster(paf.reshape(-1, 2, 1, 1), 0)
+    got_heat = np.array([_quantize_heat(v) for v in heat], np.uint8)
+    got_paf = np.array([_quantize_paf(v) for v in paf], np.int8)
+    np.testing.assert_array_equal(got_heat, want_heat.ravel())
+    np.testing.assert_array_equal(got_paf, want_paf.ravel())
+    # Ties really occur among them, and round to even.
+    inside = heat[(heat >= 0) & (heat <= 1)]
+    tie = (inside * np.float32(255)) % 1 == 0.5
+    assert tie.sum() > 100
+    assert (got_heat[np.isin(heat, inside[tie])] % 2 == 0).all()
+
+
+@pytest.mark.parametrize(
+    "buffers, match",
+    [
+        ({"heatmaps": np.zeros((1, 17, 4, 4), np.float32)}, "heatmaps must be uint8"),
+        ({"heatmaps": np.zeros((1, 17, 4, 5), np.uint8)}, "heatmaps must have shape"),
+        ({"heatmaps": np.zeros((1, 17, 4, 8), np.uint8)[..., ::2]}, "C-contiguous"),
+        ({"pafs": np.zeros((1, 38, 4, 4), np.uint8)}, "pafs must be int8"),
+        ({"pafs": np.zeros((2, 38, 4, 4), np.int8)}, "pafs must have shape"),
+        ({"pafs": [0]}, "numpy array"),
+    ],
+)
+def test_quantized_bad_buffers(buffers: dict, match: str) -> None:
+    args = {
+        "keypoints": np.zeros((1, 2, 17, 3), np.float32),
+        "bones": get_layout("coco17").bones,
+        "out_hw": (4, 4),
+    }
+    with pytest.raises(ValueError, match=match):
+        render_clip_quantized(**args, **buffers)
+    with pytest.raises(ValueError, match="out_hw"):
+        render_clip_quantized(**{**args, "out_hw": (0, 4)})
+    read_only = np.zeros((1, 17, 4, 4), np.uint8)
+    read_only.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        render_clip_quantized(**args, heatmaps=read_only)
+    shared = np.zeros(55 * 16, np.int8)  # heatmaps and PAFs overlapping in one buffer
+    with pytest.raises(ValueError, match="share memory"):
+        render_clip_quantized(
+            **args,
+            heatmaps=shared.view(np.uint8)[: 17 * 16].reshape(1, 17, 4, 4),
+            pafs=shared[: 38 * 16].reshape(1, 38, 4, 4),
+        )
