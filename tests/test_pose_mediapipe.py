@@ -15,8 +15,11 @@ import zipfile
 from pathlib import Path
 
 import cv2
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.pose import PoseActor, create_estimator, make_pose_actor_class, resources
 from pipeline.pose.base import PoseEstimator, pack_per_frame
@@ -438,3 +441,100 @@ def test_pose_actor_in_a_real_ray(estimator: MediapipePoseEstimator, cache_dir: 
             ray.shutdown()
     np.testing.assert_array_equal(first, expected)
     np.testing.assert_array_equal(second, expected)
+
+
+# --- plausible persons ------------------------------------------------------------------------
+
+
+def _body(x0: float, y0: float, height: float, score: float = 0.9) -> np.ndarray:
+    """A standing coco17 body whose joints span ``height`` pixels from (x0, y0) down."""
+    # (x, y) as fractions of the height: head at the top, ankles at the bottom.
+    shape = [
+        (0.15, 0.0), (0.12, -0.02), (0.18, -0.02), (0.08, 0.0), (0.22, 0.0),  # face
+        (0.0, 0.18), (0.3, 0.18), (-0.02, 0.38), (0.32, 0.38), (-0.03, 0.55), (0.33, 0.55),
+        (0.05, 0.55), (0.25, 0.55), (0.05, 0.78), (0.25, 0.78), (0.05, 1.0), (0.25, 1.0),
+    ]  # fmt: skip
+    pose = np.empty((17, 3), np.float32)
+    pose[:, :2] = np.array(shape) * height + (x0, y0)
+    pose[:, 1] -= pose[:, 1].min() - y0
+    pose[:, 2] = score
+    return pose
+
+
+def test_person_rules_keep_bodies_and_drop_heads_and_specks() -> None:
+    from pipeline.persons import PersonRules, drop_implausible, plausible_persons
+
+    hw = (256, 340)
+    body = _body(100, 20, 200)
+    assert plausible_persons(body, hw)
+    # A face close-up: face and shoulders confident in the frame, the rest below the frame.
+    head = _body(40, 10, 1000)
+    assert (head[:7, 1] < 256).all() and (head[7:, 1] >= 256).all()
+    assert not plausible_persons(head, hw)
+    # The same with the lower joints inside the frame but unseen (low visibility).
+    head = body.copy()
+    head[7:, 2] = 0.2
+    assert not plausible_persons(head, hw)
+    # A seated person behind a table: shoulders and arms seen, hips and legs hidden.
+    seated = body.copy()
+    seated[11:, 2] = 0.1
+    assert plausible_persons(seated, hw)
+    # Too few body joints: shoulders and one elbow.
+    few = body.copy()
+    few[8:, 2] = 0.0
+    assert not plausible_persons(few, hw)
+    # Small for the frame: the box's longer side is 1/8 of the short side (32 px) or less.
+    assert plausible_persons(_body(100, 20, 32.5), hw)
+    assert not plausible_persons(_body(100, 20, 31), hw)
+    # A lying person counts by its length.
+    lying = _body(100, 100, 60)[:, [1, 0, 2]]
+    assert np.ptp(lying[:, 1]) < 32 and plausible_persons(lying, hw)
+    # Absent persons (zeros) never pass, with or without the rules.
+    assert not plausible_persons(np.zeros((17, 3)), hw)
+    assert not plausible_persons(np.zeros((17, 3)), hw, PersonRules(filter_persons=False))
+    assert plausible_persons(head, hw, PersonRules(filter_persons=False))
+    # Non-finite values are not confident joints.
+    nan = body.copy()
+    nan[:, 0] = np.nan
+    assert not plausible_persons(nan, hw)
+    # [F, P, K, 3]: implausible persons become zeros, the others are untouched.
+    kp = np.stack([np.stack([body, head]), np.stack([few, seated])])
+    out = drop_implausible(kp, hw)
+    np.testing.assert_array_equal(out[0, 0], body)
+    np.testing.assert_array_equal(out[1, 1], seated)
+    assert (out[0, 1] == 0).all() and (out[1, 0] == 0).all()
+    np.testing.assert_array_equal(kp[0, 1], head)  # the input is not modified
+
+
+def test_person_rules_options() -> None:
+    from pipeline.persons import PersonRules
+
+    rules, rest = PersonRules.from_options({"min_score": 0.3, "num_poses": 2})
+    assert rules == PersonRules(min_score=0.3) and rest == {"num_poses": 2}
+    with pytest.raises(ValueError, match="min_score"):
+        PersonRules(min_score=2.0)
+    with pytest.raises(ValueError, match="min_box_fraction"):
+        PersonRules(min_box_fraction=-0.1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    coords=hnp.arrays(np.int32, (3, 17, 2), elements=st.integers(-40 * 8, 400 * 8)),
+    scores=hnp.arrays(np.int32, (3, 17), elements=st.integers(0, 10)),
+    factor=st.sampled_from([1, 2, 4]),
+)
+def test_person_rules_do_not_depend_on_the_frame_scale(coords, scores, factor) -> None:
+    # The same poses on a frame k times larger (pixel centres: x_k = (x + 0.5) * k - 0.5) get
+    # the same decisions: the rules are a score, a count and fractions of the frame. Coordinates
+    # on a 1/8-pixel grid keep the arithmetic exact.
+    from pipeline.persons import plausible_persons
+
+    poses = np.zeros((3, 17, 3), np.float32)
+    poses[..., :2] = coords / 8.0
+    poses[..., 2] = scores / 10.0
+    big = poses.copy()
+    big[..., :2] = (poses[..., :2] + 0.5) * factor - 0.5
+    small_hw, big_hw = (240, 320), (240 * factor, 320 * factor)
+    np.testing.assert_array_equal(
+        plausible_persons(poses, small_hw), plausible_persons(big, big_hw)
+    )
