@@ -94,7 +94,25 @@ class BuildOptions:
         )  # fmt: skip
         # Pose backend options (model configs and checkpoints) decide the keypoints too.
         pose_options = {k: _describe(v) for k, v in sorted(self.pose_options.items())}
-        return {k: getattr(self, k) for k in keys} | {"pose_options": pose_options}
+        return {k: getattr(self, k) for k in keys} | {
+            "pose_options": pose_options,
+            # The code and the plausibility rules in effect (defaults included) decide the
+            # keypoints too: a resume under another version or other rules is refused.
+            "pipeline_version": __version__,
+            "person_rules": self.person_rules(),
+        }
+
+    def person_rules(self) -> dict[str, Any] | None:
+        """The pose backend's plausibility rules as a dict (None: it applies none)."""
+        if self.pose not in ("mediapipe", "mmpose"):
+            return None
+        from .pose import person_rules
+
+        try:
+            rules = person_rules(self.pose, self.pose_options)
+        except ValueError as exc:
+            raise BuildError(f"--pose-option: {exc}") from None
+        return asdict(rules) if rules is not None else None
 
 
 def _describe(value: Any) -> Any:
@@ -206,7 +224,9 @@ def _decode(item: VideoItem, ctx: dict[str, Any]) -> Any:
                 raise StageError("read", "video file not found")
             if os.path.getsize(path) == 0:
                 raise StageError("decode", "empty file (0 bytes)")
-            return decode_video(path, ctx["frame_stride"], ctx["short_side"])
+            # Pose models see the source-size frames when the stored ones are upscaled.
+            keep_native = ctx["pose"] in ("mediapipe", "mmpose")
+            return decode_video(path, ctx["frame_stride"], ctx["short_side"], keep_native)
     except StageError:
         raise
     except DecodeError as exc:
@@ -229,7 +249,8 @@ def _finish(decoded: _Decoded, ctx: dict[str, Any]) -> tuple[Sample, dict[str, A
     raster_params: RasterParams = ctx["raster"]
     try:
         if decoded.pose_ref is not None:
-            keypoints = ray.get(decoded.pose_ref)
+            # Estimated on video.pose_frames: mapped to stored-frame pixels.
+            keypoints = video.pose_to_stored(ray.get(decoded.pose_ref))
             source_layout, tracked = ctx["pose_layout"], ctx["pose_tracked"]
         else:
             keypoints, source_layout, tracked = load_precomputed(
@@ -352,7 +373,7 @@ def build_shard(
                 video = _decode(item, ctx)
                 current = _Decoded(item, video)
                 if pose_actor is not None:
-                    current.pose_ref = pose_actor.estimate.remote(video.frames)
+                    current.pose_ref = pose_actor.estimate.remote(video.pose_frames)
             except StageError as err:
                 fail(item, err)
                 tick()
@@ -753,6 +774,7 @@ def _finalize(
             "videos": options.videos,
             "annotations": options.annotations,
             "pipeline_version": __version__,
+            "person_rules": options.person_rules(),
             "stored_size_example": list(stored_size(1080, 1920, options.short_side)),
         },
     )

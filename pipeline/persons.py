@@ -115,6 +115,20 @@ class PersonRules:
     min_box_fraction: float = 0.125
 
     def __post_init__(self) -> None:
+        # Values often come from the command line (--pose-option), so check their types too.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool":
+                ok = isinstance(value, bool)
+            elif f.type == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok:
+                kind = {"bool": "true or false", "int": "a whole number"}.get(f.type, "a number")
+                raise ValueError(f"person rule {f.name} must be {kind}; got {value!r}")
+            if f.type == "float":
+                object.__setattr__(self, f.name, float(value))  # 1 and 1.0: one fingerprint
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1]; got {self.min_score}")
         if self.min_body_joints < 0 or self.min_limb_joints < 0:
