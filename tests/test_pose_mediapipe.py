@@ -609,6 +609,20 @@ def test_person_rules_options() -> None:
         PersonRules(min_score=2.0)
     with pytest.raises(ValueError, match="min_box_fraction"):
         PersonRules(min_box_fraction=-0.1)
+    with pytest.raises(ValueError, match="min_body_joints must be a whole number"):
+        PersonRules(min_body_joints="many")
+    assert PersonRules(min_score=1) == PersonRules(min_score=1.0)  # one fingerprint
+    # Through the factory and the build's fingerprint: the fields are options of their own.
+    from pipeline.pose import person_rules
+
+    est = create_estimator("mediapipe", min_box_fraction=0.1, reuse_landmarker=False)
+    assert est.person_rules == PersonRules(min_box_fraction=0.1)
+    assert person_rules("mediapipe", {"min_box_fraction": 0.1}) == est.person_rules
+    assert person_rules("mediapipe") == PersonRules() and person_rules("mmpose") is None
+    with pytest.raises(ValueError, match="not both"):
+        create_estimator("mediapipe", person_rules=PersonRules(), min_score=0.4)
+    with pytest.raises(ValueError, match="unknown option.*min_scor\\b"):
+        create_estimator("mediapipe", min_scor=0.4)
 
 
 @settings(max_examples=200, deadline=None)

@@ -149,7 +149,7 @@ def person_rules_from_options(options: dict[str, Any]) -> PersonRules:
     rules, _ = PersonRules.from_options(options)
     given = options.get("person_rules")
     if given is not None:
-        if rules != PersonRules():
+        if any(name in options for name in PersonRules.field_names()):
             raise ValueError("give person_rules or its fields as options, not both")
         if not isinstance(given, PersonRules):
             raise ValueError(f"person_rules must be a PersonRules; got {given!r}")
