@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import __version__, storage
-from ..errors import UserError
 from ..datasets import FilteredRow, Manifest
+from ..errors import UserError
 from ..shards import (
     ERRORS_PARQUET,
     ERRORS_SCHEMA,
@@ -177,6 +177,7 @@ def finalize(
             "videos": options.videos,
             "annotations": options.annotations,
             "pipeline_version": __version__,
+            "person_rules": options.person_rules(),
             "stored_size_example": list(stored_size(1080, 1920, options.short_side)),
         },
     )

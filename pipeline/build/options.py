@@ -5,7 +5,7 @@ The defaults here are the CLI's defaults (``pipeline build --help`` shows them f
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from .. import __version__, storage
@@ -74,8 +74,23 @@ class BuildOptions:
         pose_options = {k: _describe(v) for k, v in sorted(self.pose_options.items())}
         return {k: getattr(self, k) for k in keys} | {
             "pose_options": pose_options,
+            # The code and the plausibility rules in effect (defaults included) decide the
+            # keypoints too: a resume under another version or other rules is refused.
             "pipeline_version": __version__,
+            "person_rules": self.person_rules(),
         }
+
+    def person_rules(self) -> dict[str, Any] | None:
+        """The pose backend's plausibility rules as a dict (None: it applies none)."""
+        if self.pose not in ("mediapipe", "mmpose"):
+            return None
+        from ..pose import person_rules
+
+        try:
+            rules = person_rules(self.pose, self.pose_options)
+        except ValueError as exc:
+            raise BuildError(f"--pose-option: {exc}") from None
+        return asdict(rules) if rules is not None else None
 
 
 def default_of(name: str) -> Any:

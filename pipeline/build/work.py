@@ -147,7 +147,9 @@ def decode_item(item: VideoItem, ctx: ShardContext) -> Any:
                 raise StageError("read", "video file not found")
             if os.path.getsize(path) == 0:
                 raise StageError("decode", "empty file (0 bytes)")
-            return decode_video(path, ctx.frame_stride, ctx.short_side)
+            # Pose models see the source-size frames when the stored ones are upscaled.
+            keep_native = ctx.pose in ("mediapipe", "mmpose")
+            return decode_video(path, ctx.frame_stride, ctx.short_side, keep_native)
     except StageError:
         raise
     except DecodeError as exc:
@@ -163,7 +165,9 @@ def _keypoints(pending: _Pending, ctx: ShardContext, pose: PoseClient | None):
     height, width = video.frames.shape[1:3]
     try:
         if pose is not None:
-            return pose.result(pending.pose_handle), ctx.pose_layout, ctx.pose_tracked
+            # Estimated on video.pose_frames: mapped to stored-frame pixels.
+            keypoints = video.pose_to_stored(pose.result(pending.pose_handle))
+            return keypoints, ctx.pose_layout, ctx.pose_tracked
         return load_precomputed(
             pending.item,
             kept_indices=video.frame_indices,
@@ -258,7 +262,7 @@ def _process(
     """Decode, pose and rasters of one video, without pipelining (StageError on failure)."""
     pending = _Pending(item, decode_item(item, ctx))
     if pose is not None:
-        pending.pose_handle = pose.submit(pending.video.frames)
+        pending.pose_handle = pose.submit(pending.video.pose_frames)
     return finish_video(pending, ctx, pose)
 
 
@@ -316,7 +320,7 @@ def build_shard(
             try:
                 current = _Pending(item, decode_item(item, ctx))
                 if pose is not None:
-                    current.pose_handle = pose.submit(current.video.frames)
+                    current.pose_handle = pose.submit(current.video.pose_frames)
             except StageError as err:
                 fail(item, err)
                 tick()

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import BACKENDS, MAX_PERSONS, PoseEstimator, create_estimator
+from ..persons import PersonRules
+from .base import BACKENDS, MAX_PERSONS, PoseEstimator, create_estimator, person_rules_from_options
 
 __all__ = [
     "BACKENDS",
@@ -21,6 +22,7 @@ __all__ = [
     "PoseEstimator",
     "create_estimator",
     "make_pose_actor_class",
+    "person_rules",
     "resources",
 ]
 
@@ -50,6 +52,18 @@ def make_pose_actor_class(**actor_options: Any) -> Any:
 
     remote = ray.remote(PoseActor)
     return remote.options(**actor_options) if actor_options else remote
+
+
+def person_rules(name: str, options: dict[str, Any] | None = None) -> PersonRules | None:
+    """The plausibility rules backend ``name`` applies with ``options``; None when it applies
+    none (mmpose). The build records them in its fingerprint, so a resume never mixes poses
+    made under other rules. Raises ValueError for a bad rule value.
+    """
+    if name == "mediapipe":
+        return person_rules_from_options(options or {})
+    if name == "mmpose":
+        return None
+    raise ValueError(f"unknown pose backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
 def _gpu_available() -> bool:

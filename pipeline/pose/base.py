@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..persons import PersonRules
+
 __all__ = [
     "BACKENDS",
     "MAX_PERSONS",
@@ -22,6 +24,7 @@ __all__ = [
     "check_frames",
     "create_estimator",
     "pack_per_frame",
+    "person_rules_from_options",
     "require",
 ]
 
@@ -124,6 +127,12 @@ def create_estimator(name: str, **options: Any) -> PoseEstimator:
     params = inspect.signature(cls.__init__).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     known = [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD]
+    if "person_rules" in params:
+        # The rule fields are options of their own (``--pose-option min_score=0.3``).
+        rules = person_rules_from_options(options)
+        options = {k: v for k, v in options.items() if k not in PersonRules.field_names()}
+        options["person_rules"] = rules
+        known += PersonRules.field_names()
     unknown = sorted(set(options) - set(known))
     if unknown and not accepts_any:
         raise ValueError(
@@ -131,3 +140,18 @@ def create_estimator(name: str, **options: Any) -> PoseEstimator:
             f"expected some of: {', '.join(known)}"
         )
     return cls(**options)
+
+
+def person_rules_from_options(options: dict[str, Any]) -> PersonRules:
+    """The :class:`PersonRules` that backend ``options`` ask for: ``person_rules`` itself, or
+    its fields given as options (a one-line ValueError when both are given or a value is bad).
+    """
+    rules, _ = PersonRules.from_options(options)
+    given = options.get("person_rules")
+    if given is not None:
+        if any(name in options for name in PersonRules.field_names()):
+            raise ValueError("give person_rules or its fields as options, not both")
+        if not isinstance(given, PersonRules):
+            raise ValueError(f"person_rules must be a PersonRules; got {given!r}")
+        return given
+    return rules

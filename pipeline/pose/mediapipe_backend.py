@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..persons import PersonRules, plausible_persons
 from .base import MAX_PERSONS, check_frames, pack_per_frame, require
 from .tracking import PoseTracker
 
@@ -48,6 +49,8 @@ _EXTRA = "mediapipe"
 # docs/pose.md, "Coordinates"): comparing the same frames at 1x and 4x, x * W matched the
 # integer-centre convention within 0.1 px, while x * W - 0.5 was off by the predicted 0.375 px.
 _NORM_OFFSET = 0.0
+# Timestamp gap (ms) around the black frame that clears a reused landmarker between videos.
+_VIDEO_GAP_MS = 1000
 
 
 def default_bundle_path(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -167,6 +170,12 @@ class MediapipePoseEstimator:
         (about twice as fast, one person, no bundle needed).
       tracker options (max_missed, max_distance, duplicate_distance, reuse_slots): see
         :class:`pipeline.pose.tracking.PoseTracker`.
+      person_rules: which detections are plausible persons (:class:`pipeline.persons.
+        PersonRules`; default its defaults). Implausible ones are dropped in each frame before
+        tracking. ``create_estimator`` also takes the rule fields as options of their own.
+      reuse_landmarker: keep one landmarker for many videos, cleared between videos by a black
+        frame (tested to give keypoints identical to a fresh landmarker per video; a landmarker
+        that reports a pose on the black frame is replaced). False: a fresh one per video.
     """
 
     layout = "coco17"
@@ -187,6 +196,8 @@ class MediapipePoseEstimator:
         max_distance: float = 0.5,
         duplicate_distance: float = 0.1,
         reuse_slots: bool = True,
+        person_rules: PersonRules | None = None,
+        reuse_landmarker: bool = True,
     ) -> None:
         self._mp = require("mediapipe", _EXTRA)
         if not 1 <= num_poses <= 5:
@@ -201,6 +212,10 @@ class MediapipePoseEstimator:
         self.frame_interval_ms = frame_interval_ms
         self.multi_person = multi_person
         self.reuse_slots = reuse_slots
+        self.person_rules = PersonRules() if person_rules is None else person_rules
+        if not isinstance(self.person_rules, PersonRules):
+            raise ValueError(f"person_rules must be a PersonRules; got {person_rules!r}")
+        self.reuse_landmarker = reuse_landmarker
         self._tracker = PoseTracker(
             max_missed=max_missed, max_distance=max_distance, duplicate_distance=duplicate_distance
         )
@@ -213,10 +228,13 @@ class MediapipePoseEstimator:
             # Held in memory: each video builds a fresh landmarker from it without re-reading.
             self._bundle = self.bundle_path.read_bytes()
         self._runner: Any = None
+        self._timestamp = 0  # ms of the next frame given to the landmarker
+        self.landmarkers_created = 0
 
-    # A fresh landmarker per video is how its tracking state is reset: the Tasks API has no
-    # reset call, and VIDEO mode carries the previous frame's landmarks as the next frame's
-    # region of interest. Creating one costs 0.1-0.2 s here, a few frames' worth.
+    # The Tasks API has no reset call, and in VIDEO mode the previous frame's landmarks are the
+    # next frame's region of interest (and feed its smoothing filters). Creating a landmarker
+    # costs 0.15-0.25 s of CPU here, several frames' worth; see _start_video for how one is
+    # reused instead.
     def _new_runner(self) -> Any:
         if not self.multi_person:
             return self._mp.solutions.pose.Pose(
@@ -237,44 +255,79 @@ class MediapipePoseEstimator:
             min_pose_presence_confidence=self.min_presence_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
         )
+        self.landmarkers_created += 1
         return vision.PoseLandmarker.create_from_options(options)
 
     def reset(self) -> None:
+        """Close the landmarker and clear the tracker: the next video starts from nothing."""
         if self._runner is not None:
             self._runner.close()
             self._runner = None
+        self._timestamp = 0
         self._tracker.reset()
 
     def close(self) -> None:
         self.reset()
 
-    def _detect(self, frame: np.ndarray, index: int) -> list[Any]:
+    def _detect(self, frame: np.ndarray, timestamp_ms: int) -> list[Any]:
         if not self.multi_person:
             result = self._runner.process(frame)
             return [result.pose_landmarks.landmark] if result.pose_landmarks else []
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=frame)
-        timestamp = int(round(index * self.frame_interval_ms))
-        return list(self._runner.detect_for_video(image, timestamp).pose_landmarks)
+        return list(self._runner.detect_for_video(image, timestamp_ms).pose_landmarks)
+
+    def _start_video(self, frame_hw: tuple[int, int]) -> None:
+        """Make the landmarker ready for a new video, with no state from the previous one.
+
+        A reused landmarker is shown one black frame, well apart in time: it finds nobody, so
+        it drops the previous video's regions of interest and its smoothing filters restart,
+        as in a fresh landmarker (tests/test_pose_mediapipe.py compares the keypoints of both,
+        bit for bit, over the real clips in several orders). Should the black frame ever yield
+        a pose, that landmarker is replaced by a fresh one.
+        """
+        if self._runner is not None and self.multi_person and self.reuse_landmarker:
+            self._timestamp += _VIDEO_GAP_MS
+            black = np.zeros((*frame_hw, 3), np.uint8)
+            if not self._detect(black, self._timestamp):
+                self._timestamp += _VIDEO_GAP_MS
+                return
+        self.reset()
+        self._runner = self._new_runner()
 
     def estimate_per_frame(self, frames: np.ndarray) -> list[np.ndarray]:
-        """Untracked poses of each frame, [n_i, 17, 3] in the landmarker's own order."""
+        """Untracked poses of each frame, [n_i, 17, 3] in the landmarker's own order (before
+        the plausibility rules)."""
         frames = check_frames(frames)
-        self.reset()
         height, width = frames.shape[1:3]
-        self._runner = self._new_runner()
+        if len(frames) == 0:
+            return []
+        self._start_video((height, width))
+        start = self._timestamp
+        out = []
         try:
-            out = []
             for i, frame in enumerate(frames):
+                # VIDEO mode needs increasing timestamps; the step is the time between frames.
+                timestamp = start + int(round(i * self.frame_interval_ms))
                 poses = [
-                    landmarks_to_keypoints(lms, width, height) for lms in self._detect(frame, i)
+                    landmarks_to_keypoints(lms, width, height)
+                    for lms in self._detect(frame, timestamp)
                 ]
                 out.append(np.stack(poses) if poses else np.zeros((0, 17, 3), np.float32))
-            return out
-        finally:
+                self._timestamp = timestamp
+        except BaseException:
+            self.reset()  # a landmarker stopped mid-video is not reused
+            raise
+        if not (self.multi_person and self.reuse_landmarker):
             self.reset()
+        return out
+
+    def plausible(self, per_frame: list[np.ndarray], frame_hw: tuple[int, int]) -> list[np.ndarray]:
+        """The poses of each frame that pass :attr:`person_rules`."""
+        return [p[plausible_persons(p, frame_hw, self.person_rules)] for p in per_frame]
 
     def estimate(self, frames: np.ndarray) -> np.ndarray:
         per_frame = self.estimate_per_frame(frames)
+        per_frame = self.plausible(per_frame, np.shape(frames)[1:3])
         if not self.multi_person:
             return pack_per_frame(per_frame, 17, self.max_persons)
         self._tracker.reset()
