@@ -14,11 +14,9 @@ Counts, not times: it may run on a shared machine.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -53,15 +51,12 @@ def build(out: Path) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
-def stored_keypoints(split_dir: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for tar_path in sorted(split_dir.glob("pose-*.tar")):
-        with tarfile.open(tar_path) as tar:
-            for member in tar.getmembers():
-                if member.name.endswith(".keypoints.npy"):
-                    data = tar.extractfile(member).read()
-                    out[member.name.split(".")[0]] = np.load(io.BytesIO(data))
-    return out
+def stored_keypoints(shards: Path) -> dict[str, np.ndarray]:
+    """key -> stored keypoints, read through the format's own reader (pose shards only)."""
+    from pipeline.shards import Dataset
+
+    split = Dataset.open(str(shards)).split("train")
+    return {s["__key__"]: s["keypoints.npy"] for s in split.pipeline(kinds=("pose",))}
 
 
 def histogram(counts: np.ndarray) -> str:
@@ -102,7 +97,7 @@ def main() -> None:
     out = work / "shards"
     build(out)
     index = {r["key"]: r for r in pq.read_table(out / "train" / "index.parquet").to_pylist()}
-    stored = stored_keypoints(out / "train")
+    stored = stored_keypoints(out)
 
     est = create_estimator("mediapipe", reuse_landmarker=False)
     rows = []
