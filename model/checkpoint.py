@@ -293,11 +293,11 @@ def check_contracts(
         if not (in_a and in_b):
             if key in require:
                 lacking = names[0] if not in_a else names[1]
-                raise ValueError(f"data contracts: {lacking} has no {key!r}")
+                raise CheckpointError(f"data contracts: {lacking} has no {key!r}")
             continue
         va, vb = _canon(a[key]), _canon(b[key])
         if not _equal(va, vb):
-            raise ValueError(
+            raise CheckpointError(
                 f"data contracts disagree on {key!r} ({names[0]} vs {names[1]}): "
                 f"{_difference(va, vb)}"
             )

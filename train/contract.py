@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from model import check_contracts
+from pipeline.errors import InvalidInput
 from pipeline.shards import DatasetInfo, RasterParams
 from pipeline.skeletons import get_layout
 
@@ -115,7 +116,7 @@ def check_dataset(
         hint = ""
         if "'classes'" in str(exc):
             hint = " (pass --class-map name to match classes by name)"
-        raise ValueError(f"{exc}{hint}") from None
+        raise InvalidInput(f"{exc}{hint}") from None
 
 
 def normalisation_of(contract: dict[str, Any]) -> augment.Normalisation:
@@ -196,7 +197,7 @@ def class_map(dataset_classes: list[str], model_classes: list[str], spec: str | 
     """
     if spec is None:
         if list(dataset_classes) != list(model_classes):
-            raise ValueError(
+            raise InvalidInput(
                 f"the dataset's {len(dataset_classes)} classes differ from the model's "
                 f"{len(model_classes)}; pass --class-map name to match them by name"
             )
@@ -205,7 +206,7 @@ def class_map(dataset_classes: list[str], model_classes: list[str], spec: str | 
     explicit: dict[str, str] = {}
     if spec != "name":
         if not os.path.isfile(spec):
-            raise ValueError(f"--class-map {spec}: expected 'name' or a CSV file of name pairs")
+            raise InvalidInput(f"--class-map {spec}: expected 'name' or a CSV file of name pairs")
         with open(spec, newline="", encoding="utf-8") as f:
             for row in csv.reader(f):
                 if len(row) >= 2 and not row[0].startswith("#"):
@@ -216,5 +217,5 @@ def class_map(dataset_classes: list[str], model_classes: list[str], spec: str | 
         if name in by_name:
             pairs[i] = by_name[name]
     if not pairs:
-        raise ValueError("--class-map: no dataset class matches a model class by name")
+        raise InvalidInput("--class-map: no dataset class matches a model class by name")
     return ClassMap(dataset_classes, model_classes, pairs)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.errors import InvalidInput
 from pipeline.raster import dequantize_raster
 from pipeline.shards import (
     SHARD_ERRORS,
@@ -78,7 +79,7 @@ def open_split(data_url: str, split: str | None) -> Split:
     dataset = Dataset.open(data_url)
     name = dataset.url_split or split
     if not name:
-        raise ValueError(f"{data_url}: give a split (the URL is a dataset root)")
+        raise InvalidInput(f"{data_url}: give a split (the URL is a dataset root)")
     chosen = dataset.split(name)
     chosen.index  # noqa: B018  (reads index.parquet now: a missing split fails here, clearly)
     return chosen

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from pipeline.errors import InvalidInput
+
 __all__ = ["Dist", "setup", "teardown", "pick_device"]
 
 
@@ -77,14 +79,14 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested}: CUDA is not available on this machine")
+            raise InvalidInput(f"--device {requested}: CUDA is not available on this machine")
         if requested == "cuda":
             requested = f"cuda:{local_rank}"
         device = torch.device(requested)
         torch.cuda.set_device(device)
         return device
     if requested != "cpu":
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {requested!r}")
+        raise InvalidInput(f"--device must be auto, cpu, cuda or cuda:N, got {requested!r}")
     return torch.device("cpu")
 
 

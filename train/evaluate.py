@@ -24,6 +24,7 @@ from torch import nn
 
 from model import build_from_checkpoint, check_contracts, load_checkpoint
 from pipeline import storage
+from pipeline.errors import InvalidInput
 from pipeline.progress import progress_bar
 from pipeline.shards import Split
 
@@ -113,16 +114,18 @@ def merge_recipes(recipes: Sequence[ClipRecipe]) -> ClipRecipe:
     rgb = pose = None
     for r in recipes:
         if r.input_size != first.input_size:
-            raise ValueError(f"models disagree on input size: {first.input_size} vs {r.input_size}")
+            raise InvalidInput(
+                f"models disagree on input size: {first.input_size} vs {r.input_size}"
+            )
         for name in ("rgb", "pose"):
             spec = getattr(r, name)
             have = rgb if name == "rgb" else pose
             if spec is not None and have is not None and spec != have:
-                raise ValueError(f"models disagree on the {name} clip: {have} vs {spec}")
+                raise InvalidInput(f"models disagree on the {name} clip: {have} vs {spec}")
         rgb = rgb or r.rgb
         pose = pose or r.pose
         if r.pose is not None and first.pose is not None and r.pose_input != first.pose_input:
-            raise ValueError("models disagree on --pose-input")
+            raise InvalidInput("models disagree on --pose-input")
     pose_input = next((r.pose_input for r in recipes if r.pose is not None), first.pose_input)
     return replace(first, rgb=rgb, pose=pose, pose_input=pose_input)
 
@@ -310,11 +313,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """``train eval``: the report for checkpoints on a split (every rank returns it)."""
     if not checkpoints:
-        raise ValueError("give at least one --checkpoint")
+        raise InvalidInput("give at least one --checkpoint")
     if len(checkpoints) > 1 and combine != "mean":
-        raise ValueError(f"--combine {combine}: only 'mean' (score average) is supported")
+        raise InvalidInput(f"--combine {combine}: only 'mean' (score average) is supported")
     if clips < 1:
-        raise ValueError(f"--clips must be >= 1, got {clips}")
+        raise InvalidInput(f"--clips must be >= 1, got {clips}")
     data = open_split(data_url, split)
     loaded = load_eval_models(checkpoints, dist.device)
     first_contract = loaded[0][1]["contract"]
@@ -327,7 +330,7 @@ def evaluate(
                 names=(checkpoints[0], path),
             )
         except ValueError as exc:
-            raise ValueError(f"--combine: {exc}") from None
+            raise InvalidInput(f"--combine: {exc}") from None
     model_classes = list(first_contract["classes"])
     for (m, ckpt), path in zip(loaded, checkpoints, strict=True):
         contracts.check_dataset(
