@@ -273,6 +273,18 @@ def _count(record: ShardRecord) -> None:
     record.stats = {k: v for k, v in stats.items() if v}
 
 
+def _write(
+    writer: ShardSetWriter, record: ShardRecord, sample: Sample, row: dict[str, Any]
+) -> None:
+    """Add a finished video to the shards and its row to the record (StageError "write")."""
+    try:
+        row["bytes"] = writer.add(sample)
+    except Exception as exc:
+        raise StageError("write", root_cause_text(exc)) from None
+    row["shard"] = record.shard
+    record.index.append(row)
+
+
 def build_shard(
     spec: ShardSpec,
     ctx: ShardContext,
@@ -286,11 +298,9 @@ def build_shard(
     ``on_video`` is called once per video done (progress).
     """
     record = ShardRecord(spec.split, spec.number)
-    stats: Counter[str] = Counter()
 
     def fail(item: VideoItem, err: StageError) -> None:
         record.errors.append(_error_row(item, err))
-        stats[f"error:{err.stage}"] += 1
 
     def tick() -> None:
         if on_video is not None:
@@ -300,16 +310,7 @@ def build_shard(
 
         def complete(done: _Pending) -> None:
             try:
-                sample, row = finish_video(done, ctx, pose)
-                try:
-                    row["bytes"] = writer.add(sample)
-                except Exception as exc:
-                    raise StageError("write", root_cause_text(exc)) from None
-                row["shard"] = spec.number
-                record.index.append(row)
-                stats["samples"] += 1
-                if row["person_fraction"] == 0.0:
-                    stats["no_person"] += 1
+                _write(writer, record, *finish_video(done, ctx, pose))
             except StageError as err:
                 fail(done.item, err)
             tick()
@@ -332,7 +333,7 @@ def build_shard(
             complete(pending)
         writer.commit()
         record.bytes = dict(writer.bytes)
-    record.stats = dict(stats)
+    _count(record)
     storage.write_bytes_atomic(record_url(ctx.out, spec.split, spec.number), record.to_json())
     return record
 
@@ -372,13 +373,7 @@ def retry_shard(
         for item in spec.items:
             if item.key in failed:
                 try:
-                    sample, row = _process(item, ctx, pose)
-                    try:
-                        row["bytes"] = writer.add(sample)
-                    except Exception as exc:
-                        raise StageError("write", root_cause_text(exc)) from None
-                    row["shard"] = spec.number
-                    record.index.append(row)
+                    _write(writer, record, *_process(item, ctx, pose))
                 except StageError as err:
                     record.errors.append(_error_row(item, err))
                 if on_video is not None:
