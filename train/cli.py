@@ -75,6 +75,12 @@ def main() -> None:
 )
 @click.option("--gate-weight", type=float, help="lambda of L_gate (paper 3.4).  [default: 1.5]")
 @click.option(
+    "--gate-norm",
+    type=click.Choice(["none", "batchnorm"]),
+    help="The gate's normalisation: none (the official code's linear gate) or batchnorm (the "
+    "paper's text; it pins the mean gate, docs/model.md).  [default: none]",
+)
+@click.option(
     "--schedule",
     type=click.Choice(["kinetics", "kinetics50", "ntu", "stage2"]),
     help="Paper schedule.  [default: kinetics for stage 1, stage2 for integral]",
@@ -108,6 +114,22 @@ def main() -> None:
     "--pose-input",
     type=click.Choice(["keypoints", "raster"]),
     help="Render rasters from augmented keypoints, or crop the stored rasters.  [default: keypoints]",
+)
+@click.option(
+    "--pose-crop",
+    type=click.Choice(["frame", "person"]),
+    help="Pose input crop: the RGB crop (frame, the paper's) or a box around the clip's "
+    "keypoints (person, PoseC3D's PoseCompact).  [default: frame]",
+)
+@click.option(
+    "--pose-size",
+    type=int,
+    help="Pose raster side in pixels.  [default: a quarter of --input-size (the paper's)]",
+)
+@click.option(
+    "--pose-sigma",
+    type=float,
+    help="Heatmap sigma in raster pixels.  [default: the dataset's (0.5, the paper's)]",
 )
 @click.option("--val-clips", type=int, help="Clips per video when validating.  [default: 1]")
 @click.option("--workers", type=int, help="DataLoader processes per process.  [default: 2]")
@@ -161,6 +183,25 @@ def main() -> None:
     metavar="BATCHES",
     help="Recompute BatchNorm statistics over this many training batches after each epoch "
     "(0: off, as the paper; helps short runs).  [default: 0]",
+)
+@click.option(
+    "--cache-features",
+    type=int,
+    metavar="N",
+    help="Stage integral: compute the frozen streams' features of N augmented clips per "
+    "training video once and train the integration on them (0: stream every step).  "
+    "[default: 0]",
+)
+@click.option(
+    "--feature-cache",
+    metavar="DIR",
+    help="Folder of feature caches (shareable between runs of the same streams).  "
+    "[default: OUT/features]",
+)
+@click.option(
+    "--feature-dtype",
+    type=click.Choice(["float32", "float16"]),
+    help="Storage type of cached features.  [default: float32]",
 )
 @click.option(
     "--log-every", type=int, help="Steps between log lines without a progress bar.  [default: 20]"

@@ -29,6 +29,7 @@ from . import contract as contracts
 from .augment import Normalisation, normalise_rgb
 from .data import ClipDataset, ClipRecipe, SplitData, make_loader, open_split, warm_up_renderer
 from .distributed import Dist
+from .features import FeatureSet
 
 __all__ = [
     "EvalModel",
@@ -37,6 +38,7 @@ __all__ = [
     "merge_recipes",
     "model_inputs",
     "predict",
+    "predict_features",
     "summarise",
     "protocol_skips",
     "load_eval_models",
@@ -190,13 +192,52 @@ def predict(
         )
         for key, a in acc.items()
     }
-    result = Predictions(local_keys=sorted(local), seconds=time.perf_counter() - start)
+    return _gather(local, errors, clips, dist, time.perf_counter() - start)
+
+
+def _gather(
+    local: dict[str, VideoResult], errors: list[str], clips: int, dist: Dist, seconds: float
+) -> Predictions:
+    result = Predictions(local_keys=sorted(local), seconds=seconds)
     for part, errs, n in dist.all_gather_object((local, errors, clips)):
         for key, video in part.items():
             result.videos.setdefault(key, video)
         result.errors += errs
         result.clips += n
     return result
+
+
+@torch.no_grad()
+def predict_features(
+    net: nn.Module, feats: FeatureSet, device: torch.device, dist: Dist, batch_size: int = 64
+) -> Predictions:
+    """:func:`predict` for a stage-2 model on cached stream features (``net.head``): per
+    video, the mean class probabilities (and gate) over its cached clips; gathered by key."""
+    net.eval()
+    start = time.perf_counter()
+    local: dict[str, VideoResult] = {}
+    views = feats.views
+    for i in range(0, len(feats), batch_size):
+        f_a = feats.f_a[i : i + batch_size].float().to(device)
+        f_p = feats.f_p[i : i + batch_size].float().to(device)
+        b = f_a.shape[0]
+        out = net.head(f_a.flatten(0, 1), f_p.flatten(0, 1))
+        probs = out["logits"].float().exp().view(b, views, -1).mean(1).cpu().numpy()
+        gate = None
+        if "gate" in out:
+            gate = out["gate"].float().mean(dim=(1, 2)).view(b, views).mean(1).cpu().numpy()
+        for j in range(b):
+            k = i + j
+            local[feats.keys[k]] = VideoResult(
+                label=int(feats.labels[k]),
+                probs=probs[j].astype(np.float32),
+                clips=views,
+                padded=bool(feats.padded[k]),
+                has_pose=bool(feats.has_pose[k]),
+                gate=None if gate is None else float(gate[j]),
+            )
+    clips = len(feats) * views
+    return _gather(local, list(feats.errors), clips, dist, time.perf_counter() - start)
 
 
 def _percent(x: float) -> float:
