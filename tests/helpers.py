@@ -24,9 +24,7 @@ def real_video(name: str) -> Path:
     """A real sample video from tests/data/real (see its README and NOTICE)."""
     path = REAL / name
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing from the checkout (tests/data/real)"
-        )
+        raise FileNotFoundError(f"{path} is missing from the checkout (tests/data/real)")
     return path
 
 
