@@ -254,9 +254,13 @@ def ceilings(raw: Path) -> dict:
                 best += 1.0
             elif stream == "pose" and v["hidden"] is None:
                 best += 1.0 / motions[own["motion"]]  # visible, motion shared by a pair
-            elif stream == "scene" and contexts.get(v["context"], 0) > 1 and any(
-                c["context"] == v["context"] and c["index"] == v["label_index"]
-                for c in meta["classes"]
+            elif (
+                stream == "scene"
+                and contexts.get(v["context"], 0) > 1
+                and any(
+                    c["context"] == v["context"] and c["index"] == v["label_index"]
+                    for c in meta["classes"]
+                )
             ):
                 best += 1.0 / contexts[v["context"]]  # its own scene, shared by a pair
             else:
@@ -735,7 +739,9 @@ def main() -> None:
     info_out = json.loads((paths["out"] / "dataset.json").read_text())
     classes = list(info_in["classes"])
     gate_per_epoch = {seed: stage2_history(out) for seed, out in histories.items()}
-    shown = sorted({1, 2, 5, 10, 20, 30, args.epochs_stage2} & set(range(1, args.epochs_stage2 + 1)))
+    shown = sorted(
+        {1, 2, 5, 10, 20, 30, args.epochs_stage2} & set(range(1, args.epochs_stage2 + 1))
+    )
     loads = [p["load_start"] for p in parts] + [p["load_end"] for p in parts]
     meta = {
         "command": "python experiments/out_of_context.py " + " ".join(sys.argv[1:]),
