@@ -1,5 +1,6 @@
 # Two entry points, each doing its own set-up on a fresh machine:
 #   make demo   synthetic data -> pipeline build -> train fit (both stages) -> train eval
+#               (DEMO_SEED=1 make demo: another training seed; the default is 0)
 #   make test   lint + the test suite (what CI runs: .ci/run)
 # The virtual environment lives in .venv; torch is the CPU build pinned in requirements/cpu.txt.
 
@@ -7,6 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
+DEMO_SEED ?= 0
 PYTEST_ARGS ?=
 
 .PHONY: venv test lint demo clean-demo
@@ -30,7 +32,7 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: venv
-	PATH=$(abspath $(BIN)):$$PATH ./scripts/demo.sh $(DEMO)
+	PATH=$(abspath $(BIN)):$$PATH ./scripts/demo.sh $(DEMO) $(DEMO_SEED)
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -4,7 +4,8 @@ the variants the paper compares, and the checkpoint format the trainer writes.
 Public API (docs/design.md, "Public Python API"; docs/model.md):
 
 - :func:`build` ``(variant, num_classes, pose_channels, appearance_depth=50, pose_depth=18,
-  clip_len=8, pose_clip_len=32)`` -> ``nn.Module`` with ``forward(rgb, pose)``;
+  clip_len=8, pose_clip_len=32, gate_norm="none")`` -> ``nn.Module`` with ``forward(rgb, pose)``
+  (and ``features(rgb, pose)`` / ``head(f_a, f_p)``, its two halves);
 - :data:`VARIANTS`; :func:`gate_loss`; :func:`integral_loss`;
 - :func:`build_integral_from_stage1`, :func:`save_checkpoint`, :func:`load_checkpoint`,
   :func:`build_from_checkpoint`, :func:`check_contracts`;
@@ -25,7 +26,9 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.integral import (
+    DEFAULT_GATE_NORM,
     DEFAULT_GATE_WEIGHT,
+    GATE_NORMS,
     GATED_VARIANTS,
     INTEGRATION_CHANNELS,
     STAGE1_VARIANTS,
@@ -50,7 +53,9 @@ __all__ = [
     "AppearanceStream",
     "CONTRACT_KEYS",
     "CheckpointError",
+    "DEFAULT_GATE_NORM",
     "DEFAULT_GATE_WEIGHT",
+    "GATE_NORMS",
     "FEATURE_CHANNELS",
     "FORMAT_VERSION",
     "GATED_VARIANTS",

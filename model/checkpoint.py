@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.integral import STAGE2_VARIANTS, ActionModel, build
+from model.integral import DEFAULT_GATE_NORM, STAGE2_VARIANTS, ActionModel, build
 from pipeline.errors import InvalidInput
 
 __all__ = [
@@ -220,6 +220,9 @@ def build_from_checkpoint(ckpt: CheckpointLike) -> ActionModel:
     """
     ckpt, what = _as_checkpoint(ckpt)
     config = {k: v for k, v in ckpt["model_config"].items() if k in _BUILD_ARGS}
+    if "gate_norm" not in config and "cgb.bn.weight" in ckpt["state_dict"]:
+        # Written before gate_norm was recorded, when the gate always had a BatchNorm.
+        config["gate_norm"] = "batchnorm"
     try:
         net = build(**config)
     except (TypeError, ValueError) as exc:
@@ -321,6 +324,7 @@ def build_integral_from_stage1(
     variant: str = "integral",
     *,
     freeze: bool = True,
+    gate_norm: str = DEFAULT_GATE_NORM,
 ) -> ActionModel:
     """Build a stage-2 model from an appearance-only and a pose-only stage-1 checkpoint.
 
@@ -329,7 +333,8 @@ def build_integral_from_stage1(
     ``train()`` (section 3.5). Refused with a one-line ``ValueError`` (:class:`CheckpointError`)
     when a checkpoint is not the expected stage or the data contracts disagree (classes, input
     size, clip lengths and strides, frame stride; layout and raster where both record them).
-    The result carries the merged contract as ``.contract``.
+    The result carries the merged contract as ``.contract``. ``gate_norm`` is the gate's
+    normalisation (:func:`model.build`).
     """
     if variant not in STAGE2_VARIANTS:
         raise CheckpointError(
@@ -368,6 +373,7 @@ def build_integral_from_stage1(
         pose_depth=p_cfg["pose_depth"],
         clip_len=a_cfg["clip_len"],
         pose_clip_len=p_cfg["pose_clip_len"],
+        gate_norm=gate_norm,
     )
 
     def part(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:

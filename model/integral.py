@@ -12,13 +12,22 @@ Every model's ``forward(rgb, pose)`` returns a dict:
 Integration (section 3.3), per frame t, with C' = 512:
 
     F'_A = TCB_A(F_A),  F'_P = TCB_P(F_P),   TCB = conv1d(k=1) + LayerNorm + ReLU
-    G    = sigmoid(CGB(F_P)),                CGB = conv1d(k=1) + BatchNorm
+    G    = sigmoid(CGB(F_P)),                CGB = conv1d(k=1) with bias (official code)
     F    = G * F'_A + (1 - G) * F'_P
     L    = CE + lambda * mean(-log(1 - G)),  lambda = 1.5
 
 L_gate pushes G towards 0, i.e. towards the pose features, unless appearance pays for itself in
 the classification loss. The official code writes the same model with the gate's role mirrored
 (its gate weighs pose and its BCE pulls it to 1); the two are equal under G -> 1 - G.
+
+The CGB follows the official code (mks0601/IntegralAction_RELEASE, ``common/nets/module.py``): a
+linear layer with bias and no normalisation. The paper's text adds a BatchNorm
+(``gate_norm="batchnorm"``); in training mode it pins each channel's batch mean of z to the
+BatchNorm's shift, so the convolution cannot move the mean gate and L_gate barely does
+(docs/model.md, "Gate").
+
+Every model can also run from pooled stream features (:meth:`IntegralModel.head`): the frozen
+streams of stage 2 are then computed once and cached (``train/features.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ __all__ = [
     "GATED_VARIANTS",
     "INTEGRATION_CHANNELS",
     "DEFAULT_GATE_WEIGHT",
+    "GATE_NORMS",
+    "DEFAULT_GATE_NORM",
+    "HEAD_INIT_STD",
     "ActionModel",
     "SingleStreamModel",
     "IntegralModel",
@@ -76,6 +88,15 @@ _GATE_SOURCE = {
 }
 INTEGRATION_CHANNELS = 512  # C' (section 3.3)
 DEFAULT_GATE_WEIGHT = 1.5  # lambda (section 3.4)
+# How the CGB's pre-sigmoid value is normalised: "none" as the official code's gate (a linear
+# layer with bias), "batchnorm" as the paper's text (section 3.3).
+GATE_NORMS: tuple[str, ...] = ("none", "batchnorm")
+DEFAULT_GATE_NORM = "none"
+# The official code initialises its linear layers (the gate and the classifiers) from
+# N(0, 0.01) and its convolutions from N(0, 0.001) (main/model.py, init_weights). At 0.001 for
+# the classifier too, the classification gradient reaching the gate starts 10x weaker than
+# L_gate's, so L_gate closes the gate before the classifier has learnt anything.
+HEAD_INIT_STD = 0.01
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,20 +166,35 @@ class TemporalConvBlock(nn.Module):
 
 
 class ChannelGateBlock(nn.Module):
-    """CGB (section 3.3) before its sigmoid: conv1d (k = 1) + BatchNorm.
+    """CGB (section 3.3) before its sigmoid: ``[B, T, C] -> [B, T, C']`` pre-sigmoid gate z.
 
-    ``[B, T, C] -> [B, T, C']`` pre-sigmoid gate z; G = sigmoid(z). Returning z lets the loss use
-    softplus(z) instead of -log(1 - G).
+    ``norm="none"`` (default, the official code): conv1d (k = 1) with bias. ``norm="batchnorm"``
+    (the paper's text): conv1d (k = 1) without bias, then BatchNorm; in training mode the batch
+    mean of z in each channel then equals the BatchNorm's shift whatever the input and the
+    convolution's weights, which pins the mean gate (docs/model.md, "Gate").
+
+    G = sigmoid(z); returning z lets the loss use softplus(z) instead of -log(1 - G).
     """
 
-    def __init__(self, in_channels: int, out_channels: int = INTEGRATION_CHANNELS) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = INTEGRATION_CHANNELS,
+        norm: str = DEFAULT_GATE_NORM,
+    ) -> None:
         super().__init__()
-        # No bias: the BatchNorm that follows would cancel it.
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=1, bias=False)
-        self.bn = nn.BatchNorm1d(out_channels)
+        if norm not in GATE_NORMS:
+            raise ValueError(f"gate_norm must be one of {', '.join(GATE_NORMS)}, got {norm!r}")
+        self.norm = norm
+        # With BatchNorm, no bias: the BatchNorm's shift would cancel it.
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=1, bias=norm == "none")
+        self.bn = nn.BatchNorm1d(out_channels) if norm == "batchnorm" else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bn(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        z = self.conv(x.transpose(1, 2))
+        if self.bn is not None:
+            z = self.bn(z)
+        return z.transpose(1, 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,14 +273,21 @@ class SingleStreamModel(ActionModel):
         else:
             raise ValueError(f"single-stream variant must be appearance or pose, got {variant!r}")
         self.classifier = nn.Linear(stream.out_channels, num_classes)
-        init_non_resnet_(self.classifier)
+        init_non_resnet_(self.classifier, std=HEAD_INIT_STD)
+
+    def features(self, rgb: Tensor | None, pose: Tensor | None) -> tuple[Tensor | None, ...]:
+        """The stream's pooled per-frame features ``(F_A, None)`` or ``(None, F_P)``."""
+        if self.appearance is not None:
+            return self.appearance(_need(rgb, "rgb", self.variant)), None
+        return None, self.pose(_need(pose, "pose", self.variant))
+
+    def head(self, f_a: Tensor | None, f_p: Tensor | None) -> dict[str, Tensor]:
+        """Everything after the stream: ``[B, T, C]`` features -> the output dict."""
+        feats = f_a if self.appearance is not None else f_p
+        return {"logits": frame_average_log_probs(self.classifier(feats))}
 
     def forward(self, rgb: Tensor | None = None, pose: Tensor | None = None) -> dict[str, Tensor]:
-        if self.appearance is not None:
-            feats = self.appearance(_need(rgb, "rgb", self.variant))
-        else:
-            feats = self.pose(_need(pose, "pose", self.variant))
-        return {"logits": frame_average_log_probs(self.classifier(feats))}
+        return self.head(*self.features(rgb, pose))
 
 
 class IntegralModel(ActionModel):
@@ -263,6 +306,7 @@ class IntegralModel(ActionModel):
         pose: PoseStream,
         num_classes: int,
         config: dict,
+        gate_norm: str = DEFAULT_GATE_NORM,
     ) -> None:
         super().__init__(variant, config)
         if variant in STAGE1_VARIANTS or variant == "score_average" or variant not in VARIANTS:
@@ -281,7 +325,7 @@ class IntegralModel(ActionModel):
                 "appearance": appearance.out_channels,
                 "both": appearance.out_channels + pose.out_channels,
             }[self.gate_source]
-            self.cgb = ChannelGateBlock(gate_in, c)
+            self.cgb = ChannelGateBlock(gate_in, c, norm=gate_norm)
         else:
             self.cgb = None
         if variant == "feature_fuse":
@@ -289,13 +333,26 @@ class IntegralModel(ActionModel):
         else:
             self.fuse = None
         self.classifier = nn.Linear(c, num_classes)
-        for m in (self.tcb_a, self.tcb_p, self.cgb, self.fuse, self.classifier):
+        for m in (self.tcb_a, self.tcb_p, self.fuse):
             if m is not None:
                 init_non_resnet_(m)
+        # Gate and classifier as the official code's linear layers (HEAD_INIT_STD).
+        for m in (self.cgb, self.classifier):
+            if m is not None:
+                init_non_resnet_(m, std=HEAD_INIT_STD)
+
+    def features(self, rgb: Tensor | None, pose: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The streams' pooled per-frame features ``F_A [B, T, C_A]``, ``F_P [B, T, C_P]``."""
+        f_a = self.appearance(_need(rgb, "rgb", self.variant))
+        f_p = self.pose(_need(pose, "pose", self.variant))
+        return f_a, f_p
 
     def forward(self, rgb: Tensor | None, pose: Tensor | None) -> dict[str, Tensor]:
-        f_a = self.appearance(_need(rgb, "rgb", self.variant))  # [B, T, C_A]
-        f_p = self.pose(_need(pose, "pose", self.variant))  # [B, T, C_P]
+        return self.head(*self.features(rgb, pose))
+
+    def head(self, f_a: Tensor, f_p: Tensor) -> dict[str, Tensor]:
+        """Integration and classifier on pooled stream features (all of the model that stage 2
+        trains): ``F_A [B, T, C_A]``, ``F_P [B, T, C_P]`` -> the output dict."""
         if f_a.shape[:2] != f_p.shape[:2]:
             raise ValueError(
                 f"streams disagree on [B, T]: appearance {tuple(f_a.shape[:2])}, pose "
@@ -336,20 +393,24 @@ class ScoreAverageModel(ActionModel):
         self.pose = pose
         self.appearance_classifier = nn.Linear(appearance.out_channels, num_classes)
         self.pose_classifier = nn.Linear(pose.out_channels, num_classes)
-        init_non_resnet_(self.appearance_classifier)
-        init_non_resnet_(self.pose_classifier)
+        init_non_resnet_(self.appearance_classifier, std=HEAD_INIT_STD)
+        init_non_resnet_(self.pose_classifier, std=HEAD_INIT_STD)
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.appearance, self.pose, self.appearance_classifier, self.pose_classifier]
 
-    def forward(self, rgb: Tensor | None, pose: Tensor | None) -> dict[str, Tensor]:
-        la = frame_average_log_probs(
-            self.appearance_classifier(self.appearance(_need(rgb, "rgb", self.variant)))
-        )
-        lp = frame_average_log_probs(
-            self.pose_classifier(self.pose(_need(pose, "pose", self.variant)))
-        )
+    def features(self, rgb: Tensor | None, pose: Tensor | None) -> tuple[Tensor, Tensor]:
+        f_a = self.appearance(_need(rgb, "rgb", self.variant))
+        f_p = self.pose(_need(pose, "pose", self.variant))
+        return f_a, f_p
+
+    def head(self, f_a: Tensor, f_p: Tensor) -> dict[str, Tensor]:
+        la = frame_average_log_probs(self.appearance_classifier(f_a))
+        lp = frame_average_log_probs(self.pose_classifier(f_p))
         return {"logits": torch.logsumexp(torch.stack([la, lp]), dim=0) - math.log(2.0)}
+
+    def forward(self, rgb: Tensor | None, pose: Tensor | None) -> dict[str, Tensor]:
+        return self.head(*self.features(rgb, pose))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,6 +425,7 @@ def build(
     pose_depth: int = 18,
     clip_len: int = 8,
     pose_clip_len: int = 32,
+    gate_norm: str = DEFAULT_GATE_NORM,
 ) -> ActionModel:
     """Build a model by variant name.
 
@@ -376,6 +438,8 @@ def build(
             50 and 18 (section 4.1).
         clip_len: T, RGB frames per clip (8, paper Table 1).
         pose_clip_len: T_P, pose frames per clip (32, paper Table 1); a multiple of ``clip_len``.
+        gate_norm: the CGB's normalisation, ``"none"`` (the official code's gate, default) or
+            ``"batchnorm"`` (the paper's text); used by the gated variants.
 
     Returns:
         An :class:`ActionModel` whose ``forward(rgb, pose)`` takes ``rgb [B, T, 3, H, W]`` and
@@ -394,6 +458,8 @@ def build(
         raise ValueError(
             f"pose_clip_len ({pose_clip_len}) must be a positive multiple of clip_len ({clip_len})"
         )
+    if gate_norm not in GATE_NORMS:
+        raise ValueError(f"gate_norm must be one of {', '.join(GATE_NORMS)}, got {gate_norm!r}")
     if variant != "appearance" and (pose_channels is None or pose_channels < 1):
         raise ValueError(f"variant {variant!r} needs pose_channels (K + 2B), got {pose_channels}")
     config = {
@@ -405,6 +471,8 @@ def build(
         "clip_len": clip_len,
         "pose_clip_len": pose_clip_len,
     }
+    if variant in GATED_VARIANTS:
+        config["gate_norm"] = gate_norm
 
     def appearance() -> AppearanceStream:
         return AppearanceStream(appearance_depth, clip_len)
@@ -418,4 +486,4 @@ def build(
         return SingleStreamModel(variant, pose(), num_classes, config)
     if variant == "score_average":
         return ScoreAverageModel(appearance(), pose(), num_classes, config)
-    return IntegralModel(variant, appearance(), pose(), num_classes, config)
+    return IntegralModel(variant, appearance(), pose(), num_classes, config, gate_norm=gate_norm)

@@ -315,7 +315,7 @@ def test_integration_follows_the_paper_equations():
     net = tiny("integral").eval()
     # Spread the gates away from 0.5 and the class scores away from uniform, so that a wrong
     # formula shows.
-    nn.init.normal_(net.cgb.bn.bias, std=2.0)
+    nn.init.normal_(net.cgb.conv.bias, std=2.0)
     nn.init.normal_(net.classifier.weight, std=0.1)
     rgb, pose = tiny_inputs()
     with torch.no_grad():
@@ -334,15 +334,22 @@ def test_integration_follows_the_paper_equations():
     assert torch.allclose(out["gate_logits"], z, atol=1e-6)
     assert torch.allclose(out["logits"], probs.log(), atol=1e-5)
     assert isinstance(net.tcb_a, TemporalConvBlock) and isinstance(net.cgb, ChannelGateBlock)
-    assert net.cgb.conv.in_channels == 512 and isinstance(net.cgb.bn, nn.BatchNorm1d)
+    # The official code's gate: a linear layer with bias, no BatchNorm.
+    assert net.cgb.conv.in_channels == 512 and net.cgb.conv.bias is not None
+    assert net.cgb.bn is None and net.config["gate_norm"] == "none"
+    # z by hand: one matrix product per frame plus the bias.
+    assert torch.allclose(z, f_p @ net.cgb.conv.weight[..., 0].T + net.cgb.conv.bias, atol=1e-5)
+    paper = tiny("integral", gate_norm="batchnorm")
+    assert isinstance(paper.cgb.bn, nn.BatchNorm1d) and paper.cgb.conv.bias is None
 
 
 @pytest.mark.parametrize("bias,frozen_input", [(60.0, "pose"), (-60.0, "rgb")])
 def test_gate_weighs_appearance(bias, frozen_input):
     # Pin G at 1 (bias +60: only appearance may matter) or at 0 (bias -60: only pose) through
-    # the CGB's BatchNorm shift; the classifier gets larger weights so that inputs show.
+    # the CGB's bias; the classifier gets larger weights so that inputs show.
     net = tiny("integral").eval()
-    nn.init.constant_(net.cgb.bn.bias, bias)
+    nn.init.zeros_(net.cgb.conv.weight)
+    nn.init.constant_(net.cgb.conv.bias, bias)
     nn.init.normal_(net.classifier.weight, std=0.1)
     rgb, pose = tiny_inputs()
     rgb2, pose2 = tiny_inputs()
@@ -381,9 +388,14 @@ def test_feature_fuse_concatenates_then_projects():
 
 def test_non_resnet_layers_start_from_small_gaussians():
     net = tiny("integral", appearance_depth=18)
-    for w in (net.tcb_a.conv.weight, net.cgb.conv.weight, net.classifier.weight):
+    for w in (net.tcb_a.conv.weight, net.tcb_p.conv.weight, net.pose.front[0].weight):
         assert abs(w.std().item() - 0.001) < 0.0002  # N(0, 0.001), section 3.5
-    assert torch.all(net.classifier.bias == 0)
+    # Gate and classifier as the official code's linear layers: N(0, 0.01).
+    for w in (net.cgb.conv.weight, net.classifier.weight):
+        assert abs(w.std().item() - 0.01) < 0.002
+    assert torch.all(net.classifier.bias == 0) and torch.all(net.cgb.conv.bias == 0)
+    stage1 = tiny("pose")
+    assert abs(stage1.classifier.weight.std().item() - 0.01) < 0.002
 
 
 def test_gate_loss_matches_direct_formula_and_stays_finite():
@@ -495,7 +507,7 @@ def test_stage2_copies_and_freezes_the_streams(stage1):
     assert net.contract["layout"] == "coco17" and net.contract["normalisation"]["std"][0] == 0.229
 
     net.train()
-    assert net.training and net.tcb_a.training and net.cgb.bn.training
+    assert net.training and net.tcb_a.training and net.cgb.training
     bns = [m for m in net.appearance.modules() if isinstance(m, nn.BatchNorm2d)]
     bns += [m for m in net.pose.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
@@ -607,3 +619,83 @@ def test_load_checkpoint_errors_are_one_line(tmp_path):
     ckpt["state_dict"].pop("classifier.bias")
     with pytest.raises(CheckpointError, match="missing keys classifier.bias"):
         model.build_from_checkpoint(ckpt)
+
+
+# ----------------------------------------------------------------------------------------------
+# The gate can move (issue 12): no BatchNorm by default, as the official code
+
+
+def _train_gate_alone(gate_norm: str, steps: int = 50) -> tuple[model.ActionModel, torch.Tensor]:
+    """``steps`` SGD steps (lr 0.01, momentum 0.9) of L_gate alone on the integration head, fed
+    non-negative 512-wide features (as ResNet-18's pooled ReLU outputs are)."""
+    torch.manual_seed(0)
+    net = tiny("integral", gate_norm=gate_norm)
+    net.freeze_streams()
+    net.train()
+    g = torch.Generator().manual_seed(1)
+    f_a = torch.randn(16, 2, 512, generator=g).abs()
+    f_p = torch.randn(16, 2, 512, generator=g).abs()
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    for _ in range(steps):
+        loss = model.gate_loss(net.head(f_a, f_p)["gate"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net, f_p
+
+
+def test_gate_loss_alone_closes_the_gate():
+    net, f_p = _train_gate_alone("none")
+    with torch.no_grad():
+        out = net.head(torch.zeros_like(f_p), f_p)
+    assert out["gate"].mean().item() < 0.4
+    # The paper's text (BatchNorm in the gate) under the same steps: the mean stays at 0.5.
+    paper, f_p = _train_gate_alone("batchnorm")
+    with torch.no_grad():
+        assert abs(paper.head(torch.zeros_like(f_p), f_p)["gate"].mean().item() - 0.5) < 0.02
+
+
+def test_gate_batch_mean_is_not_pinned_to_a_parameter():
+    torch.manual_seed(0)
+    f_p = torch.randn(8, 2, 512).abs()
+    shifted = 3.0 * f_p + 1.0
+    for gate_norm in ("none", "batchnorm"):
+        cgb = tiny("integral", gate_norm=gate_norm).train().cgb
+        nn.init.normal_(cgb.conv.weight, std=0.05)
+        with torch.no_grad():
+            mean_a = cgb(f_p).mean(dim=(0, 1))
+            mean_b = cgb(shifted).mean(dim=(0, 1))
+        if gate_norm == "none":
+            # Each channel's batch mean follows the input and the weights.
+            assert (mean_a - mean_b).abs().min() > 1e-3
+        else:
+            # BatchNorm in training mode: every batch's mean is its shift, whatever the input.
+            assert torch.allclose(mean_a, cgb.bn.bias, atol=1e-5)
+            assert torch.allclose(mean_b, cgb.bn.bias, atol=1e-5)
+
+
+def test_gate_norm_is_recorded_and_rebuilt(tmp_path):
+    net = tiny("integral", gate_norm="batchnorm")
+    model.save_checkpoint(tmp_path / "g.pt", model=net, model_config=net.config, contract={})
+    again = model.build_from_checkpoint(tmp_path / "g.pt")
+    assert again.config["gate_norm"] == "batchnorm" and isinstance(again.cgb.bn, nn.BatchNorm1d)
+    # A checkpoint written before gate_norm was recorded always had the BatchNorm.
+    old = model.load_checkpoint(tmp_path / "g.pt")
+    del old["model_config"]["gate_norm"]
+    assert model.build_from_checkpoint(old).cgb.bn is not None
+    with pytest.raises(ValueError, match="gate_norm"):
+        tiny("integral", gate_norm="layernorm")
+
+
+def test_head_on_stream_features_equals_forward():
+    for variant in ("integral", "no_gate", "feature_fuse", "score_average", "pose"):
+        net = tiny(variant).eval()
+        nn.init.normal_(net.classifier.weight if hasattr(net, "classifier") else
+                        net.pose_classifier.weight, std=0.1)  # fmt: skip
+        rgb, pose = tiny_inputs()
+        with torch.no_grad():
+            full = net(rgb, pose)
+            head = net.head(*net.features(rgb, pose))
+        assert full.keys() == head.keys()
+        for k in full:
+            assert torch.equal(full[k], head[k]), (variant, k)

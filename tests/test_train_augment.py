@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -134,3 +135,80 @@ def test_normalisation():
     x = augment.normalise_rgb(rgb, augment.IMAGENET)
     expected = (1 - torch.tensor(augment.IMAGENET.mean)) / torch.tensor(augment.IMAGENET.std)
     assert torch.allclose(x[0, :, 0, 0], expected.float())
+
+
+# ----------------------------------------------------------------------------------------------
+# Person-centred pose crop (PoseC3D's PoseCompact)
+
+
+@st.composite
+def clip_keypoints(draw):
+    """A clip [T, P, 17, 3] with a person somewhere in a 96 x 128 frame, some joints missing."""
+    t, p = draw(st.integers(1, 4)), draw(st.integers(1, 2))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    cx, cy = rng.uniform(20, 108), rng.uniform(20, 76)
+    spread = rng.uniform(8, 40)
+    kp = np.zeros((t, p, 17, 3), dtype=np.float32)
+    kp[..., 0] = cx + rng.uniform(-spread, spread, (t, p, 17))
+    kp[..., 1] = cy + rng.uniform(-spread, spread, (t, p, 17))
+    kp[..., 2] = np.where(rng.random((t, p, 17)) < 0.8, rng.uniform(0.2, 1.0, (t, p, 17)), 0.0)
+    kp[0, 0, :2, 2] = 0.9  # at least two joints pass the threshold
+    kp[0, 0, 0, :2], kp[0, 0, 1, :2] = (cx - spread, cy - spread), (cx + spread, cy + spread)
+    return kp
+
+
+@settings(max_examples=80, deadline=None)
+@given(clip_keypoints(), st.integers(8, 64), st.booleans())
+def test_person_crop_holds_every_joint_centred_and_square(kp, size, flip):
+    crop = augment.person_crop(kp, 0.1, size, flip)
+    assert crop is not None and crop.w == crop.h and crop.size == size and crop.flip == flip
+    moved = augment.crop_keypoints(kp, crop, COCO)
+    ok = moved[..., 2] >= 0.1  # a flip swaps left and right joints, scores with them
+    xy = moved[..., :2][ok]
+    # The padded box holds every joint that passes the threshold, with room to spare.
+    margin = 0.5 * augment.PERSON_PADDING / (1 + augment.PERSON_PADDING) * size
+    assert xy.min() >= margin - 0.5 - 1e-3 and xy.max() <= size - 1 - margin + 0.5 + 1e-3
+    # The union box of those joints is centred in the crop on its longer side.
+    span = xy.max(axis=0) - xy.min(axis=0)
+    longer = int(np.argmax(span))
+    centre = (xy.max(axis=0) + xy.min(axis=0)) / 2
+    assert abs(centre[longer] - (size - 1) / 2) < 1e-3 * size + 1e-3
+    assert span[longer] == pytest.approx(size / (1 + augment.PERSON_PADDING), rel=1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(clip_keypoints(), st.integers(0, 2**31 - 1))
+def test_person_crop_jitter_stays_near_the_box(kp, seed):
+    still = augment.person_crop(kp, 0.1, 32, False)
+    jittered = augment.person_crop(kp, 0.1, 32, False, np.random.default_rng(seed))
+    j = augment.PERSON_SCALE_JITTER
+    assert still.w * (1 - j) - 1e-4 <= jittered.w <= still.w * (1 + j) + 1e-4
+    shift = augment.PERSON_SHIFT_JITTER * jittered.w + 1e-4
+    assert abs((jittered.x0 + jittered.w / 2) - (still.x0 + still.w / 2)) <= shift
+    assert abs((jittered.y0 + jittered.h / 2) - (still.y0 + still.h / 2)) <= shift
+
+
+def test_pose_crop_falls_back_to_the_frame_crop():
+    frame = Crop(8, 4, 56, 56, 64, True)
+    empty = np.zeros((4, 1, 17, 3), dtype=np.float32)  # no person found
+    assert augment.pose_crop("person", frame, empty, 0.1, 16) == Crop(8, 4, 56, 56, 16, True)
+    one_joint = empty.copy()
+    one_joint[0, 0, 3] = (40, 30, 0.9)  # a box under PoseCompact's 10-pixel threshold
+    assert augment.pose_crop("person", frame, one_joint, 0.1, 16).x0 == 8
+    assert augment.pose_crop("frame", frame, one_joint, 0.1, 24) == Crop(8, 4, 56, 56, 24, True)
+    with pytest.raises(ValueError, match="pose crop"):
+        augment.pose_crop("body", frame, empty, 0.1, 16)
+
+
+def test_rendering_at_the_raster_side_equals_the_quarter_rule():
+    # Cropping keypoints straight to the raster side and rendering at scale 1 is the paper's
+    # quarter-of-the-input raster (keypoints in input pixels, rendered at scale 1/4).
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 96, (2, 1, 17, 2)), np.ones((2, 1, 17, 1))], -1)
+    crop = Crop(10, 0, 84, 84, 64, True)
+    params = type("P", (), {"sigma": 0.5, "paf_width": 1.0, "max_persons": 5})
+    params.score_threshold = 0.1
+    quarter = augment.render_pose(augment.crop_keypoints(kp, crop, COCO), COCO, 64, params)
+    side = Crop(10, 0, 84, 84, 16, True)
+    direct = augment.render_pose(augment.crop_keypoints(kp, side, COCO), COCO, 16, params, side=16)
+    np.testing.assert_allclose(quarter, direct, atol=1e-4)

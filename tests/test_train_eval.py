@@ -117,3 +117,82 @@ def test_layout_mismatch_is_refused(runs, tmp_path):
     result = train_cli("eval", "--checkpoint", runs["pose"] / "last.pt", "--data", other, ok=False)
     assert result.exit_code != 0
     assert "disagree on 'layout'" in result.output and "Traceback" not in result.output
+
+
+def _fake_synth(path, keys, hidden):
+    """A synth.json whose videos are the dataset's keys (the build's key is the file stem)."""
+    videos = [
+        {
+            "key": k,
+            "video": f"videos/{k}.mp4",
+            "hidden": "occluded" if k in hidden else None,
+            "decided_by": {"pose": k not in hidden, "scene": True},
+        }
+        for k in keys
+    ]
+    path.write_text(json.dumps({"videos": videos}))
+    return path
+
+
+def test_gate_statistics_are_distributions(runs, tmp_path):
+    index = D.open_split(str(runs["data"]), "val").index
+    hidden = set(index.keys[:3])
+    synth = _fake_synth(tmp_path / "synth.json", index.keys, hidden)
+    report, output = run_eval(
+        tmp_path, "--checkpoint", runs["integral"] / "last.pt", "--data", runs["data"],
+        "--video-info", synth, "--plot", tmp_path / "gate.png",
+    )  # fmt: skip
+    gate = report["gate"]
+    per_video = gate["per_video"]
+    assert sorted(per_video) == sorted(index.keys)
+    values = np.array([per_video[k] for k in sorted(per_video)])
+    assert gate["all"]["n"] == 12
+    assert gate["all"]["mean"] == pytest.approx(values.mean(), abs=1e-6)
+    assert gate["all"]["mean"] == pytest.approx(report["mean_gate"], abs=1e-5)
+    assert gate["all"]["sd"] == pytest.approx(values.std(), abs=1e-6)
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    assert (gate["all"]["p10"], gate["all"]["p50"], gate["all"]["p90"]) == pytest.approx(
+        (p10, p50, p90), abs=1e-6
+    )
+    # Per class, and by person found: the test data has one video without a person.
+    assert sum(d["n"] for d in gate["per_class"].values()) == 12
+    found = dict(zip(index.keys, index.person_fraction, strict=True))
+    lost = [k for k, f in found.items() if f < 0.5]
+    assert gate["by_person"]["person_fraction<0.5"]["n"] == len(lost) == 1
+    assert gate["by_person"]["person_fraction<0.5"]["mean"] == pytest.approx(
+        per_video[lost[0]], abs=1e-6
+    )
+    assert gate["by_person"]["person_fraction>=0.5"]["n"] == 11
+    # By hidden person, from the synth.json; recorded per video too.
+    assert gate["by_hidden"]["hidden"]["n"] == 3 and gate["by_hidden"]["visible"]["n"] == 9
+    hidden_mean = np.mean([per_video[k] for k in hidden])
+    assert gate["by_hidden"]["hidden"]["mean"] == pytest.approx(hidden_mean, abs=1e-6)
+    preds = report["predictions"]
+    assert all(preds[k]["hidden"] == (k in hidden) for k in preds)
+    assert preds[lost[0]]["person_fraction"] == 0.0
+    # Accuracy on the videos a stream could decide.
+    subsets = report["subsets"]
+    assert subsets["pose_decides"]["n"] == 9 and subsets["scene_decides"]["n"] == 12
+    correct = [preds[k]["correct"] for k in preds if k not in hidden]
+    assert subsets["pose_decides"]["top1"] == pytest.approx(100 * np.mean(correct), abs=1e-3)
+    assert (tmp_path / "gate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "gate, per video (12)" in output
+
+
+def test_train_report_draws_the_gate_across_models(runs, tmp_path):
+    ckpt = runs["integral"] / "last.pt"
+    run_eval(tmp_path, "--checkpoint", ckpt, "--data", runs["data"], name="a.json")
+    result = train_cli(
+        "report", "--plot", tmp_path / "fig4.png", "--json", tmp_path / "t.json",
+        "--series", "in context", "lambda 1.5", tmp_path / "a.json",
+        "--series", "other", "lambda 1.5", tmp_path / "a.json",
+    )  # fmt: skip
+    assert (tmp_path / "fig4.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["panel"] for r in rows] == ["in context", "other"] and rows[0]["n"] == 12
+    assert "per-video mean gate" in result.output
+    # A stage-1 report has no gate: one line, exit 1.
+    run_eval(tmp_path, "--checkpoint", runs["pose"] / "last.pt", "--data", runs["data"],
+             name="p.json")  # fmt: skip
+    bad = train_cli("report", "--series", "x", "y", tmp_path / "p.json", ok=False)
+    assert bad.exit_code == 1 and "no per-video gates" in bad.output

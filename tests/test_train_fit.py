@@ -238,3 +238,51 @@ def test_pretrained_weights_and_imagenet_normalisation(runs, tmp_path):
         "--pretrained", path, ok=False,
     )  # fmt: skip
     assert "appearance stream" in one_line_error(result)
+
+
+def test_pose_input_options_are_recorded_and_inherited(runs, tmp_path):
+    pose_opts = ("--pose-crop", "person", "--pose-size", "12", "--pose-sigma", "1.0")
+    train_cli(
+        "fit", "--stage", "pose", "--data", runs["data"], "--out", tmp_path / "pose",
+        *TINY, "--epochs", "1", *pose_opts,
+    )  # fmt: skip
+    contract = models.load_checkpoint(tmp_path / "pose" / "last.pt")["contract"]
+    assert (contract["pose_crop"], contract["pose_size"], contract["pose_sigma"]) == (
+        "person",
+        12,
+        1.0,
+    )
+    assert contract["raster"]["sigma"] == 0.5  # the dataset's rasters are unchanged
+    # Stage 2 takes them from the pose checkpoint, and the gate's normalisation from its option.
+    stage2 = (
+        "fit", "--stage", "integral", "--data", runs["data"],
+        "--init-appearance", runs["appearance"] / "last.pt",
+        "--init-pose", tmp_path / "pose" / "last.pt",
+        "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress",
+    )  # fmt: skip
+    train_cli(*stage2, "--out", tmp_path / "int", "--gate-norm", "batchnorm")
+    ckpt = models.load_checkpoint(tmp_path / "int" / "last.pt")
+    assert ckpt["contract"]["pose_crop"] == "person" and ckpt["contract"]["pose_size"] == 12
+    assert ckpt["model_config"]["gate_norm"] == "batchnorm"
+    assert "cgb.bn.weight" in ckpt["state_dict"]
+    # The pose input it sees in evaluation is the one it was trained with.
+    report = tmp_path / "r.json"
+    train_cli("eval", "--checkpoint", tmp_path / "int" / "last.pt", "--data", runs["data"],
+              "--clips", "1", "--workers", "0", "--quiet", "--out", report)  # fmt: skip
+    assert 0 < __import__("json").loads(report.read_text())["mean_gate"] < 1
+    # The frozen stream cannot be fed another pose input.
+    bad = train_cli(*stage2, "--out", tmp_path / "bad", "--pose-size", "16", ok=False)
+    assert bad.exit_code == 1 and "--pose-size 16 differs from the stage-1" in bad.output
+
+
+def test_pose_input_options_are_checked(runs, tmp_path):
+    for args, message in (
+        (("--pose-size", "2"), "--pose-size must be >= 4"),
+        (("--pose-sigma", "0"), "--pose-sigma must be > 0"),
+        (("--pose-input", "raster", "--pose-sigma", "1.0"), "needs rasters rendered from"),
+    ):
+        bad = train_cli(
+            "fit", "--stage", "pose", "--data", runs["data"], "--out", tmp_path / "x",
+            *TINY, "--epochs", "1", *args, ok=False,
+        )  # fmt: skip
+        assert bad.exit_code == 1 and message in bad.output, bad.output

@@ -9,6 +9,11 @@ aligned by construction:
   horizontal flip with p = 0.5 (paper section 3.5, after TSM);
 - testing: the centre square of the stored frame (side = its short side), resized.
 
+The pose input has a crop of its own (``--pose-crop``): the RGB crop (``frame``, the paper's
+code) or a box around the person (``person``, PoseC3D's ``PoseCompact``: the union box of the
+clip's keypoints, padded and squared, jittered in training; :func:`person_crop`). Its side is
+the raster side (``--pose-size``), independent of the RGB input size.
+
 Coordinates follow the contract's pixel-centre convention (docs/design.md, "Pose and rasters"):
 a stored-frame point x lands at x' = (x - x0 + 0.5) * (S / w) - 0.5 in the S x S output, which is
 also where bilinear resizing with ``align_corners=False`` puts it; a flip maps x' to S - 1 - x'
@@ -17,7 +22,7 @@ and swaps left and right joints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,6 +42,9 @@ __all__ = [
     "crop_frames",
     "crop_keypoints",
     "crop_raster",
+    "person_box",
+    "person_crop",
+    "pose_crop",
     "render_pose",
     "normalise_rgb",
 ]
@@ -45,16 +53,30 @@ __all__ = [
 SCALES: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
 # Crop width and height may differ by at most this many scale steps (TSM's max_distort).
 MAX_DISTORT = 1
+# PoseC3D's PoseCompact (mmaction2 ``PoseCompact``: padding 0.25, threshold 10, hw_ratio 1):
+# the union box grows by this fraction of its size, and a box under PERSON_MIN_SIDE stored
+# pixels on either side is not trusted (the frame crop is used).
+PERSON_PADDING = 0.25
+PERSON_MIN_SIDE = 10.0
+# Training jitter of the person box: its side is scaled by up to +-10 % and its centre moved
+# by up to 10 % of the side (PoseC3D jitters with a random resized crop of the compact box).
+PERSON_SCALE_JITTER = 0.1
+PERSON_SHIFT_JITTER = 0.1
+POSE_CROPS: tuple[str, ...] = ("frame", "person")
 
 
 @dataclass(frozen=True)
 class Crop:
-    """Box (x0, y0, w, h) in stored-frame pixels, resized to ``size`` x ``size``, then flipped."""
+    """Box (x0, y0, w, h) in stored-frame pixels, resized to ``size`` x ``size``, then flipped.
 
-    x0: int
-    y0: int
-    w: int
-    h: int
+    RGB crops have integer boxes inside the frame; person crops (:func:`person_crop`) may have
+    fractional boxes reaching outside it, which keypoints and rasters handle exactly.
+    """
+
+    x0: float
+    y0: float
+    w: float
+    h: float
     size: int
     flip: bool = False
 
@@ -108,6 +130,74 @@ def center_crop(height: int, width: int, size: int) -> Crop:
     """The centre square of the frame (side = its short side), resized to ``size``."""
     side = min(height, width)
     return Crop((width - side) // 2, (height - side) // 2, side, side, size, False)
+
+
+def person_box(
+    keypoints: np.ndarray,
+    score_threshold: float,
+    padding: float = PERSON_PADDING,
+    min_side: float = PERSON_MIN_SIDE,
+) -> tuple[float, float, float] | None:
+    """PoseCompact's box of a clip: ``(centre x, centre y, side)`` in stored-frame pixels.
+
+    The union box of every keypoint of the clip (all frames, all persons) whose score reaches
+    ``score_threshold``, grown by ``padding`` of its size and made square (its longer side).
+    None when no keypoint passes or the box is under ``min_side`` on either side.
+    """
+    kp = np.asarray(keypoints, dtype=np.float32).reshape(-1, 3)
+    ok = np.isfinite(kp).all(axis=1) & (kp[:, 2] >= score_threshold)
+    if not ok.any():
+        return None
+    xy = kp[ok, :2]
+    (x_min, y_min), (x_max, y_max) = xy.min(axis=0), xy.max(axis=0)
+    if x_max - x_min < min_side or y_max - y_min < min_side:
+        return None
+    side = float(max(x_max - x_min, y_max - y_min)) * (1.0 + padding)
+    return float(x_min + x_max) / 2, float(y_min + y_max) / 2, side
+
+
+def person_crop(
+    keypoints: np.ndarray,
+    score_threshold: float,
+    size: int,
+    flip: bool,
+    rng: np.random.Generator | None = None,
+) -> Crop | None:
+    """The person-centred crop of a clip (:func:`person_box`), jittered when ``rng`` is given.
+
+    In training (``rng``) the side is scaled by a factor in [0.9, 1.1] and the centre moved by
+    up to 10 % of the side in x and y. ``flip`` is the RGB crop's, so both streams see the same
+    mirror image. None when the clip has no usable keypoints.
+    """
+    box = person_box(keypoints, score_threshold)
+    if box is None:
+        return None
+    cx, cy, side = box
+    if rng is not None:
+        side *= 1.0 + PERSON_SCALE_JITTER * float(rng.uniform(-1.0, 1.0))
+        cx += PERSON_SHIFT_JITTER * side * float(rng.uniform(-1.0, 1.0))
+        cy += PERSON_SHIFT_JITTER * side * float(rng.uniform(-1.0, 1.0))
+    # Pixel centres at integers: the box [x0 - 0.5, x0 + w - 0.5] is centred on cx.
+    return Crop(cx + 0.5 - side / 2, cy + 0.5 - side / 2, side, side, size, flip)
+
+
+def pose_crop(
+    mode: str,
+    frame_crop: Crop,
+    keypoints: np.ndarray | None,
+    score_threshold: float,
+    size: int,
+    rng: np.random.Generator | None = None,
+) -> Crop:
+    """The crop of the pose input: ``frame`` (the RGB crop at the raster side) or ``person``
+    (:func:`person_crop`, falling back to the frame crop when no keypoint is found)."""
+    if mode not in POSE_CROPS:
+        raise ValueError(f"pose crop must be one of {', '.join(POSE_CROPS)}, got {mode!r}")
+    if mode == "person" and keypoints is not None:
+        crop = person_crop(keypoints, score_threshold, size, frame_crop.flip, rng)
+        if crop is not None:
+            return crop
+    return replace(frame_crop, size=size)
 
 
 def crop_frames(frames: np.ndarray, crop: Crop) -> torch.Tensor:
@@ -175,15 +265,22 @@ def crop_raster(
 
 
 def render_pose(
-    keypoints: np.ndarray, layout: Layout, size: int, raster_params, out: np.ndarray | None = None
+    keypoints: np.ndarray,
+    layout: Layout,
+    size: int,
+    raster_params,
+    out: np.ndarray | None = None,
+    side: int | None = None,
 ) -> np.ndarray:
-    """Rasters float32 [T, K + 2B, S/4, S/4] of keypoints [T, P, K, 3] in S x S input pixels.
+    """Rasters float32 [T, K + 2B, s, s] of keypoints [T, P, K, 3] in S x S input pixels.
 
-    Rendering after augmentation is exact at any crop and scale, where cropping a stored raster
-    interpolates it. Raster parameters (sigma, PAF width at raster resolution, persons, score
-    threshold) are the dataset's (paper section 3.2).
+    ``side`` s defaults to S / 4 (the paper's raster); ``side == size`` renders keypoints that
+    are already in raster pixels. Rendering after augmentation is exact at any crop and scale,
+    where cropping a stored raster interpolates it. Raster parameters (sigma, PAF width at
+    raster resolution, persons, score threshold) are the dataset's (paper section 3.2) unless
+    the model was trained with another sigma (``--pose-sigma``).
     """
-    side = size // 4
+    side = size // 4 if side is None else side
     return render_clip(
         keypoints,
         layout.bones,

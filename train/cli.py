@@ -64,6 +64,12 @@ def main() -> None:
 )
 @click.option("--gate-weight", type=float, help="lambda of L_gate (paper 3.4).  [default: 1.5]")
 @click.option(
+    "--gate-norm",
+    type=click.Choice(["none", "batchnorm"]),
+    help="The gate's normalisation: none (the official code's linear gate) or batchnorm (the "
+    "paper's text; it pins the mean gate, docs/model.md).  [default: none]",
+)
+@click.option(
     "--schedule",
     type=click.Choice(["kinetics", "kinetics50", "ntu", "stage2"]),
     help="Paper schedule.  [default: kinetics for stage 1, stage2 for integral]",
@@ -97,6 +103,22 @@ def main() -> None:
     "--pose-input",
     type=click.Choice(["keypoints", "raster"]),
     help="Render rasters from augmented keypoints, or crop the stored rasters.  [default: keypoints]",
+)
+@click.option(
+    "--pose-crop",
+    type=click.Choice(["frame", "person"]),
+    help="Pose input crop: the RGB crop (frame, the paper's) or a box around the clip's "
+    "keypoints (person, PoseC3D's PoseCompact).  [default: frame]",
+)
+@click.option(
+    "--pose-size",
+    type=int,
+    help="Pose raster side in pixels.  [default: a quarter of --input-size (the paper's)]",
+)
+@click.option(
+    "--pose-sigma",
+    type=float,
+    help="Heatmap sigma in raster pixels.  [default: the dataset's (0.5, the paper's)]",
 )
 @click.option("--val-clips", type=int, help="Clips per video when validating.  [default: 1]")
 @click.option("--workers", type=int, help="DataLoader processes per process.  [default: 2]")
@@ -150,6 +172,25 @@ def main() -> None:
     metavar="BATCHES",
     help="Recompute BatchNorm statistics over this many training batches after each epoch "
     "(0: off, as the paper; helps short runs).  [default: 0]",
+)
+@click.option(
+    "--cache-features",
+    type=int,
+    metavar="N",
+    help="Stage integral: compute the frozen streams' features of N augmented clips per "
+    "training video once and train the integration on them (0: stream every step).  "
+    "[default: 0]",
+)
+@click.option(
+    "--feature-cache",
+    metavar="DIR",
+    help="Folder of feature caches (shareable between runs of the same streams).  "
+    "[default: OUT/features]",
+)
+@click.option(
+    "--feature-dtype",
+    type=click.Choice(["float32", "float16"]),
+    help="Storage type of cached features.  [default: float32]",
 )
 @click.option(
     "--log-every", type=int, help="Steps between log lines without a progress bar.  [default: 20]"
@@ -252,10 +293,32 @@ def fit(stage: str, config_file: str | None, **options: Any) -> None:
     show_default=True,
     help="Autocast on CUDA.",
 )
+@click.option(
+    "--video-info",
+    metavar="SYNTH_JSON",
+    help="Synthetic data: the synth.json of `pipeline synth` (or its folder), to split gate "
+    "statistics by hidden person and score the videos each stream could decide.",
+)
+@click.option(
+    "--feature-cache",
+    metavar="DIR",
+    help="Stage-2 models: cache the test clips' stream features here, so that models "
+    "sharing their frozen streams compute them once.",
+)
+@click.option(
+    "--plot",
+    metavar="PNG",
+    help="Gated models: draw the distribution of the per-video mean gate (paper Figure 4).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 @user_errors
 def eval_(
-    checkpoints: tuple[str, ...], out: str | None, quiet: bool, device: str, **kwargs: Any
+    checkpoints: tuple[str, ...],
+    out: str | None,
+    quiet: bool,
+    device: str,
+    plot: str | None,
+    **kwargs: Any,
 ) -> None:
     """Evaluate checkpoints with multi-clip testing; print a table, write the JSON report."""
     from . import distributed
@@ -275,12 +338,95 @@ def eval_(
         if dist.is_main:
             if out:
                 write_report(report, out)
+            if plot:
+                _plot_one(report, plot)
             if not quiet:
                 print_report(report)
                 if out:
                     click.echo(f"report: {out}")
+                if plot:
+                    click.echo(f"gate plot: {plot}")
     finally:
         distributed.teardown(dist)
+
+
+def _plot_one(report: dict[str, Any], path: str) -> None:
+    """One report's gate distribution: all videos, and split by person found / hidden."""
+    from .report import plot_gate_distributions
+
+    gate = report.get("gate")
+    if not gate:
+        raise click.UsageError("--plot: the model has no gate (not a gated stage-2 model)")
+    per_video = gate["per_video"]
+    series = [(report["split"], "all videos", list(per_video.values()))]
+    fractions = {k: p.get("person_fraction", 0.0) for k, p in report["predictions"].items()}
+    found = [g for k, g in per_video.items() if fractions.get(k, 0.0) >= 0.5]
+    lost = [g for k, g in per_video.items() if fractions.get(k, 0.0) < 0.5]
+    series += [("by person found", "person_fraction >= 0.5", found)] if found else []
+    series += [("by person found", "person_fraction < 0.5", lost)] if lost else []
+    hidden = {k: p["hidden"] for k, p in report["predictions"].items() if "hidden" in p}
+    if hidden:
+        for flag, label in ((True, "person hidden"), (False, "person visible")):
+            gates = [g for k, g in per_video.items() if hidden.get(k) is flag]
+            if gates:
+                series.append(("by hidden person", label, gates))
+    plot_gate_distributions(series, path, title=", ".join(report["variants"]))
+
+
+@main.command("report", context_settings=CONTEXT)
+@click.option(
+    "--series",
+    "series",
+    multiple=True,
+    required=True,
+    nargs=3,
+    metavar="PANEL LABEL REPORT",
+    help="A gated model's `train eval` JSON REPORT, drawn as LABEL in panel PANEL (e.g. a "
+    "test set); repeat for each model and test set.",
+)
+@click.option("--plot", metavar="PNG", help="Draw the distributions (paper Figure 4).")
+@click.option("--title", help="Title of the plot.")
+@click.option("--json", "json_out", metavar="FILE", help="Write the table as JSON.")
+@user_errors
+def report(
+    series: tuple[tuple[str, str, str], ...],
+    plot: str | None,
+    title: str | None,
+    json_out: str | None,
+) -> None:
+    """The per-video mean gate's distribution across models and test sets (paper Figure 4).
+
+    \b
+    train report --plot fig4.png \\
+        --series "in context" "lambda 1.5" runs/int/in.json \\
+        --series "in context" "no L_gate" runs/nogl/in.json \\
+        --series "out of context" "lambda 1.5" runs/int/out.json \\
+        --series "out of context" "no L_gate" runs/nogl/out.json
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import gate_table, load_report, per_video_gates, plot_gate_distributions
+
+    loaded = [
+        (panel, label, per_video_gates(load_report(path), path)) for panel, label, path in series
+    ]
+    rows = gate_table(loaded)
+    table = Table(title="per-video mean gate G (weight of appearance)")
+    for name in ("test set", "model", "videos", "mean", "sd", "p10", "p50", "p90"):
+        table.add_column(name, justify="left" if name in ("test set", "model") else "right")
+    for r in rows:
+        stats = [f"{r[k]:.3f}" if k in r else "-" for k in ("mean", "sd", "p10", "p50", "p90")]
+        table.add_row(r["panel"], r["label"], str(r["n"]), *stats)
+    Console().print(table)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(rows, f, indent=1)
+    if plot:
+        plot_gate_distributions(loaded, plot, title=title)
+        click.echo(f"gate plot: {plot}")
 
 
 if __name__ == "__main__":

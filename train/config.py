@@ -7,12 +7,14 @@ YAML layout (every key optional)::
 
     data:  {split: train, val_split: val, workers: 4, shuffle_buffer: 64, cache_dir: null}
     clips: {clip_len: 8, stride: 8, pose_clip_len: 32, pose_stride: 2, input_size: 224,
-            pose_input: keypoints, val_clips: 1}
+            pose_input: keypoints, pose_crop: frame, pose_size: 56, pose_sigma: 0.5,
+            val_clips: 1}
     model: {variant: integral, appearance_depth: 50, pose_depth: 18, gate_weight: 1.5,
-            pretrained: null, init_appearance: null, init_pose: null}
+            gate_norm: none, pretrained: null, init_appearance: null, init_pose: null}
     optim: {schedule: kinetics, epochs: null, lr_steps: null, lr: null, momentum: 0.9,
             weight_decay: 1.0e-4, batch_size: null}
-    run:   {seed: 0, device: auto, precision: auto, val_every: 1, log_every: 20, precise_bn: 0}
+    run:   {seed: 0, device: auto, precision: auto, val_every: 1, log_every: 20, precise_bn: 0,
+            cache_features: 0, feature_cache: null, feature_dtype: float32}
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from typing import Any
 
 import yaml
 
-from model import STAGE2_VARIANTS
+from model import DEFAULT_GATE_NORM, GATE_NORMS, STAGE2_VARIANTS
 from pipeline.errors import InvalidInput
+
+from .augment import POSE_CROPS
 
 __all__ = [
     "STAGES",
     "STAGE_VARIANTS",
     "INTEGRAL_VARIANTS",
     "POSE_INPUTS",
+    "POSE_CROPS",
     "PRECISIONS",
     "Schedule",
     "SCHEDULES",
@@ -102,22 +107,36 @@ class ClipConfig:
     stride: int | None = None  # 8 (paper Table 1)
     pose_clip_len: int | None = None  # T_P = 32 (paper Table 1)
     pose_stride: int | None = None  # 2 (paper Table 1)
-    input_size: int | None = None  # 224 (paper section 4.1); pose rasters are a quarter
+    input_size: int | None = None  # 224 (paper section 4.1)
     pose_input: str | None = None  # keypoints: render from augmented keypoints (exact); raster
+    # Pose input crop: "frame" (the RGB crop, as the paper's code) or "person" (PoseC3D's
+    # PoseCompact box around the clip's keypoints); docs/training.md, "Pose input".
+    pose_crop: str | None = None  # frame (the paper's)
+    pose_size: int | None = None  # raster side; a quarter of input_size (paper section 3.2)
+    pose_sigma: float | None = None  # heatmap sigma in raster pixels; the dataset's (0.5, 3.2)
     val_clips: int = 1  # clips per video when validating during fit (train eval: --clips)
 
     PAPER = {"clip_len": 8, "stride": 8, "pose_clip_len": 32, "pose_stride": 2, "input_size": 224}
+    # Values that stage 2 takes from its stage-1 checkpoints when not given.
+    INHERITED = ("pose_input", "pose_crop", "pose_size", "pose_sigma")
 
-    def resolved(self, defaults: dict[str, int] | None = None) -> ClipConfig:
+    def resolved(self, defaults: dict[str, Any] | None = None) -> ClipConfig:
         """Unset values from ``defaults`` (e.g. the stage-1 checkpoints), then the paper's."""
-        values = {}
+        defaults = defaults or {}
+        values: dict[str, Any] = {}
         for name, paper in self.PAPER.items():
             value = getattr(self, name)
             if value is None:
-                value = (defaults or {}).get(name, paper)
+                value = defaults.get(name, paper)
             values[name] = value
-        pose_input = self.pose_input or (defaults or {}).get("pose_input") or "keypoints"
-        return dataclasses.replace(self, **values, pose_input=pose_input)
+        for name in self.INHERITED:
+            value = getattr(self, name)
+            values[name] = value if value is not None else defaults.get(name)
+        values["pose_input"] = values["pose_input"] or "keypoints"
+        values["pose_crop"] = values["pose_crop"] or "frame"
+        values["pose_size"] = values["pose_size"] or values["input_size"] // 4
+        # pose_sigma None: the dataset's raster sigma (filled in by the data contract).
+        return dataclasses.replace(self, **values)
 
 
 @dataclass
@@ -126,6 +145,9 @@ class ModelConfig:
     appearance_depth: int = 50  # ResNet-50 (paper section 4.1)
     pose_depth: int = 18  # ResNet-18 (paper section 4.1)
     gate_weight: float = 1.5  # lambda of L_gate (paper section 3.4)
+    # The gate's normalisation: none (the official code's linear gate) or batchnorm (the
+    # paper's text, section 3.3, which pins the mean gate in training; docs/model.md).
+    gate_norm: str = DEFAULT_GATE_NORM
     pretrained: str | None = None  # torchvision-format ResNet weights for the appearance stream
     init_appearance: str | None = None  # stage 2: stage-1 appearance checkpoint
     init_pose: str | None = None  # stage 2: stage-1 pose checkpoint
@@ -186,6 +208,11 @@ class RunConfig:
     precise_bn: int = 0
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
     rank_report: str | None = None  # debugging: each rank writes what it saw here
+    # Stage 2: compute the frozen streams' pooled features for this many augmented clips per
+    # training video once, and train the integration on them (0: stream every step).
+    cache_features: int = 0
+    feature_cache: str | None = None  # folder of feature caches; default OUT/features
+    feature_dtype: str = "float32"  # float16 halves the cache (Kinetics: ~10 GB per view)
 
 
 @dataclass
@@ -286,16 +313,35 @@ def validate(cfg: FitConfig) -> None:
         )
     if cfg.clips.pose_input is not None and cfg.clips.pose_input not in POSE_INPUTS:
         raise ConfigError(f"--pose-input must be one of {', '.join(POSE_INPUTS)}")
+    if cfg.clips.pose_crop is not None and cfg.clips.pose_crop not in POSE_CROPS:
+        raise ConfigError(f"--pose-crop must be one of {', '.join(POSE_CROPS)}")
+    if cfg.clips.pose_size is not None and cfg.clips.pose_size < 4:
+        raise ConfigError(f"--pose-size must be >= 4 raster pixels, got {cfg.clips.pose_size}")
+    if cfg.clips.pose_sigma is not None and not cfg.clips.pose_sigma > 0:
+        raise ConfigError(f"--pose-sigma must be > 0, got {cfg.clips.pose_sigma}")
+    if cfg.model.gate_norm not in GATE_NORMS:
+        raise ConfigError(f"--gate-norm must be one of {', '.join(GATE_NORMS)}")
+    if cfg.run.feature_dtype not in ("float32", "float16"):
+        raise ConfigError("--feature-dtype must be float32 or float16")
+    if cfg.run.cache_features < 0:
+        raise ConfigError(f"--cache-features must be >= 0, got {cfg.run.cache_features}")
+    if cfg.run.cache_features and cfg.stage != "integral":
+        raise ConfigError("--cache-features is for stage integral (frozen streams)")
+    if cfg.run.cache_features and not cfg.model.init_appearance:
+        raise ConfigError(
+            "--cache-features needs --init-appearance and --init-pose: only frozen stage-1 "
+            "streams give features that can be computed once"
+        )
     if cfg.run.precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}")
     for name in ("clip_len", "stride", "pose_clip_len", "pose_stride", "input_size"):
         value = getattr(cfg.clips, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if cfg.clips.input_size is not None and cfg.clips.input_size % 4:
+    if cfg.clips.input_size is not None and cfg.clips.input_size % 4 and not cfg.clips.pose_size:
         raise ConfigError(
             f"--input-size {cfg.clips.input_size} is not a multiple of 4 "
-            "(the pose raster is exactly a quarter of it)"
+            "(the pose raster is a quarter of it unless --pose-size is given)"
         )
     if cfg.optim.batch_size is not None and cfg.optim.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {cfg.optim.batch_size}")

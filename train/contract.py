@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "make_contract",
     "check_dataset",
     "recipe_from_contract",
+    "pose_settings",
     "normalisation_of",
     "ClassMap",
     "class_map",
@@ -75,7 +76,23 @@ def make_contract(
         contract["pose_clip_len"] = int(clip.pose_clip_len)
         contract["pose_stride"] = int(clip.pose_stride)
         contract["pose_input"] = clip.pose_input
+        contract["pose_crop"] = clip.pose_crop
+        contract["pose_size"] = int(clip.pose_size)
+        sigma = clip.pose_sigma if clip.pose_sigma is not None else info.raster.sigma
+        contract["pose_sigma"] = float(sigma)
     return contract
+
+
+def pose_settings(contract: dict[str, Any]) -> dict[str, Any]:
+    """The pose input a contract asks for: crop, raster side and sigma, with the values of
+    checkpoints written before they were options (frame crop, a quarter of the input size,
+    the dataset's sigma)."""
+    raster = contract.get("raster") or {}
+    return {
+        "pose_crop": contract.get("pose_crop", "frame"),
+        "pose_size": int(contract.get("pose_size") or int(contract["input_size"]) // 4),
+        "pose_sigma": float(contract.get("pose_sigma", raster.get("sigma", RasterParams().sigma))),
+    }
 
 
 def dataset_contract(info: DatasetInfo) -> dict[str, Any]:
@@ -145,17 +162,32 @@ def recipe_from_contract(
     )
     specs = {n: s for n, s in (("RGB clip", rgb), ("pose clip", pose)) if s is not None}
     clips.check_strides(specs, info.frame_stride)
+    pose_input = pose_input or contract.get("pose_input", "keypoints")
+    # Render with the parameters the model was trained with.
+    raster = RasterParams(**contract.get("raster", asdict(info.raster)))
+    settings = {}
+    if pose is not None:
+        settings = pose_settings(contract)
+        if settings["pose_sigma"] != raster.sigma:
+            if pose_input == "raster":
+                raise ValueError(
+                    f"--pose-sigma {settings['pose_sigma']:g} needs rasters rendered from "
+                    f"keypoints: the stored rasters have sigma {raster.sigma:g} "
+                    "(use --pose-input keypoints)"
+                )
+            raster = replace(raster, sigma=settings["pose_sigma"])
     return ClipRecipe(
         rgb=rgb,
         pose=pose,
         input_size=int(contract["input_size"]),
         frame_stride=info.frame_stride,
         layout=info.layout,
-        # Render with the parameters the model was trained with.
-        raster=RasterParams(**contract.get("raster", asdict(info.raster))),
-        pose_input=pose_input or contract.get("pose_input", "keypoints"),
+        raster=raster,
+        pose_input=pose_input,
         train=train,
         num_clips=num_clips,
+        pose_crop=settings.get("pose_crop", "frame"),
+        pose_size=settings.get("pose_size"),
     )
 
 

@@ -24,6 +24,7 @@ wraps it in a DataLoader with seeded workers.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -116,10 +117,21 @@ class ClipRecipe:
     pose_input: str = "keypoints"  # "keypoints": render from augmented keypoints; "raster"
     train: bool = True
     num_clips: int = 1  # test clips per video
+    # Pose input crop: "frame" (the RGB crop, the paper's code) or "person" (PoseCompact box).
+    pose_crop: str = "frame"
+    pose_size: int | None = None  # raster side; None: a quarter of input_size (the paper's)
+    # views > 0 (with train=False: every video once, as in evaluation): that many training-
+    # augmented clips per video, drawn from (seed, key) alone; for stage-2 feature caches.
+    views: int = 0
+    seed: int = 0
 
     @property
     def span(self) -> int:
         return max(s.span for s in (self.rgb, self.pose) if s is not None)
+
+    @property
+    def pose_side(self) -> int:
+        return self.pose_size if self.pose_size is not None else self.input_size // 4
 
 
 def shard_kinds(recipe: ClipRecipe) -> tuple[str, ...]:
@@ -156,25 +168,39 @@ def _stored_hw(meta: dict[str, Any] | None, frames: np.ndarray | None, raster) -
         raise KeyError("pose metadata (KEY.json) lacks the stored frame height/width") from exc
 
 
+def _view_rng(seed: int, key: str) -> np.random.Generator:
+    # A video's augmented views depend on (seed, key) only, not on which worker or rank reads
+    # it or in which order: a feature cache made on any number of processes is the same.
+    digest = hashlib.sha256(key.encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
 def video_clips(
     key: str,
     group: dict[str, Any],
     recipe: ClipRecipe,
     rng: np.random.Generator | None,
 ) -> list[dict[str, Any]]:
-    """The clips of one video: one random clip in training, ``num_clips`` test clips otherwise.
+    """The clips of one video: one random clip in training, ``num_clips`` test clips otherwise,
+    or, with ``recipe.views``, that many training-augmented clips drawn from ``(recipe.seed,
+    key)`` (what a stage-2 feature cache holds).
 
     Each clip is a dict with ``rgb`` uint8 [T, 3, S, S] and/or ``pose`` float32
-    [T_P, K + 2B, S/4, S/4], plus ``key``, ``clip`` (index), ``padded`` (video shorter than the
-    clip span) and ``has_pose`` (any keypoint above the score threshold). Only the JPEG members
-    of the frames the clips read are decoded.
+    [T_P, K + 2B, s, s] (s = ``recipe.pose_side``), plus ``key``, ``clip`` (index), ``padded``
+    (video shorter than the clip span) and ``has_pose`` (any keypoint above the score
+    threshold). Only the JPEG members of the frames the clips read are decoded.
     """
     layout = get_layout(recipe.layout)
     pose = decode_pose(group) if "keypoints.npy" in group else None
     raster = decode_raster(group) if recipe.pose_input == "raster" and recipe.pose else None
     frame_idx = _frame_indices(group, pose)
     first, last, padded = clips.start_range(frame_idx, recipe.span, recipe.frame_stride)
-    if recipe.train:
+    augmented = recipe.train or recipe.views > 0
+    if recipe.views:
+        rng = _view_rng(recipe.seed, key)
+        starts = [clips.train_start(rng, first, last, recipe.frame_stride)
+                  for _ in range(recipe.views)]  # fmt: skip
+    elif recipe.train:
         starts = [clips.train_start(rng, first, last, recipe.frame_stride)]
     else:
         starts = clips.test_starts(first, last, recipe.frame_stride, recipe.num_clips)
@@ -188,10 +214,6 @@ def video_clips(
         lookup = {int(p): i for i, p in enumerate(needed)}
         rgb_pos = [np.asarray([lookup[int(p)] for p in pos]) for pos in rgb_pos]
     height, width = _stored_hw(pose[2] if pose else None, frames, raster)
-    if recipe.train:
-        crop = augment.sample_train_crop(rng, height, width, recipe.input_size)
-    else:
-        crop = augment.center_crop(height, width, recipe.input_size)
 
     has_pose = bool(
         pose is not None
@@ -200,18 +222,32 @@ def video_clips(
     )
     out = []
     for i, start in enumerate(starts):
+        # Augmented clips draw their crop, then their pose jitter, after all the starts.
+        if augmented:
+            crop = augment.sample_train_crop(rng, height, width, recipe.input_size)
+        else:
+            crop = augment.center_crop(height, width, recipe.input_size)
         item: dict[str, Any] = {"key": key, "clip": i, "padded": padded, "has_pose": has_pose}
         if recipe.rgb is not None:
             item["rgb"] = augment.crop_frames(frames[rgb_pos[i]], crop)
         if recipe.pose is not None:
             pos = clips.clip_positions(frame_idx, start, recipe.pose)
-            side = recipe.input_size // 4
+            side = recipe.pose_side
+            clip_kp = pose[0][pos] if pose is not None else None
+            pcrop = augment.pose_crop(
+                recipe.pose_crop,
+                crop,
+                clip_kp,
+                recipe.raster.score_threshold,
+                side,
+                rng if augmented else None,
+            )
             if recipe.pose_input == "raster":
                 stored = dequantize_raster(raster[0][pos], raster[1][pos])
-                r = augment.crop_raster(stored, crop, layout, (height, width), side)
+                r = augment.crop_raster(stored, pcrop, layout, (height, width), side)
             else:
-                kp = augment.crop_keypoints(pose[0][pos], crop, layout)
-                r = augment.render_pose(kp, layout, recipe.input_size, recipe.raster)
+                kp = augment.crop_keypoints(clip_kp, pcrop, layout)
+                r = augment.render_pose(kp, layout, side, recipe.raster, side=side)
             item["pose"] = torch.from_numpy(np.ascontiguousarray(r))
         out.append(item)
     return out
@@ -400,7 +436,8 @@ def warm_up_renderer(recipe: ClipRecipe) -> None:
         return
     layout = get_layout(recipe.layout)
     kp = np.zeros((1, 1, layout.num_joints, 3), dtype=np.float32)
-    augment.render_pose(kp, layout, max(4, recipe.input_size // 8 * 4), recipe.raster)
+    side = max(1, recipe.pose_side)
+    augment.render_pose(kp, layout, side, recipe.raster, side=side)
 
 
 def eval_recipe(recipe: ClipRecipe, num_clips: int) -> ClipRecipe:

@@ -4,7 +4,10 @@
   the class probabilities over its clips (and over the models: the score-average baseline);
   with DDP each rank predicts its share and the results are gathered by key.
 - :func:`summarise` turns per-video results into top-1/top-5, per-class accuracy, the
-  confusion matrix and, for gated models, the mean gate overall and per class (paper Table 5).
+  confusion matrix and, for gated models, the mean gate overall and per class (paper Table 5);
+  :func:`gate_statistics` the distribution of the per-video mean gate (paper Figure 4): over
+  all videos, per class, and split by whether a person was found (``person_fraction`` in the
+  index) and, for synthetic data, whether the person was hidden.
 - :func:`evaluate` is ``train eval``: checkpoints + dataset -> the JSON report.
 """
 
@@ -24,14 +27,15 @@ from torch import nn
 
 from model import build_from_checkpoint, check_contracts, load_checkpoint
 from pipeline import storage
-from pipeline.errors import InvalidInput
+from pipeline.errors import InputNotFound, InvalidInput
 from pipeline.progress import progress_bar
-from pipeline.shards import Split
+from pipeline.shards import Split, make_key
 
 from . import contract as contracts
 from .augment import Normalisation, normalise_rgb
 from .data import ClipDataset, ClipRecipe, make_loader, open_split, warm_up_renderer
 from .distributed import Dist
+from .features import FeatureSet, cache_key, cached_features, compute_features
 
 __all__ = [
     "EvalModel",
@@ -40,7 +44,11 @@ __all__ = [
     "merge_recipes",
     "model_inputs",
     "predict",
+    "predict_features",
     "summarise",
+    "distribution",
+    "gate_statistics",
+    "load_video_info",
     "protocol_skips",
     "load_eval_models",
     "evaluate",
@@ -195,13 +203,52 @@ def predict(
         )
         for key, a in acc.items()
     }
-    result = Predictions(local_keys=sorted(local), seconds=time.perf_counter() - start)
+    return _gather(local, errors, clips, dist, time.perf_counter() - start)
+
+
+def _gather(
+    local: dict[str, VideoResult], errors: list[str], clips: int, dist: Dist, seconds: float
+) -> Predictions:
+    result = Predictions(local_keys=sorted(local), seconds=seconds)
     for part, errs, n in dist.all_gather_object((local, errors, clips)):
         for key, video in part.items():
             result.videos.setdefault(key, video)
         result.errors += errs
         result.clips += n
     return result
+
+
+@torch.no_grad()
+def predict_features(
+    net: nn.Module, feats: FeatureSet, device: torch.device, dist: Dist, batch_size: int = 64
+) -> Predictions:
+    """:func:`predict` for a stage-2 model on cached stream features (``net.head``): per
+    video, the mean class probabilities (and gate) over its cached clips; gathered by key."""
+    net.eval()
+    start = time.perf_counter()
+    local: dict[str, VideoResult] = {}
+    views = feats.views
+    for i in range(0, len(feats), batch_size):
+        f_a = feats.f_a[i : i + batch_size].float().to(device)
+        f_p = feats.f_p[i : i + batch_size].float().to(device)
+        b = f_a.shape[0]
+        out = net.head(f_a.flatten(0, 1), f_p.flatten(0, 1))
+        probs = out["logits"].float().exp().view(b, views, -1).mean(1).cpu().numpy()
+        gate = None
+        if "gate" in out:
+            gate = out["gate"].float().mean(dim=(1, 2)).view(b, views).mean(1).cpu().numpy()
+        for j in range(b):
+            k = i + j
+            local[feats.keys[k]] = VideoResult(
+                label=int(feats.labels[k]),
+                probs=probs[j].astype(np.float32),
+                clips=views,
+                padded=bool(feats.padded[k]),
+                has_pose=bool(feats.has_pose[k]),
+                gate=None if gate is None else float(gate[j]),
+            )
+    clips = len(feats) * views
+    return _gather(local, list(feats.errors), clips, dist, time.perf_counter() - start)
 
 
 def _percent(x: float) -> float:
@@ -268,6 +315,117 @@ def summarise(
     return report
 
 
+def distribution(values: Sequence[float]) -> dict[str, float]:
+    """``n``, ``mean``, ``sd`` (population) and the 10/50/90 percentiles of ``values``."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        return {"n": 0}
+    p10, p50, p90 = np.percentile(v, [10, 50, 90])
+    return {
+        "n": int(v.size),
+        "mean": round(float(v.mean()), 6),
+        "sd": round(float(v.std()), 6),
+        "p10": round(float(p10), 6),
+        "p50": round(float(p50), 6),
+        "p90": round(float(p90), 6),
+    }
+
+
+# Videos count as "person found" when at least this fraction of their kept frames has one.
+PERSON_FOUND = 0.5
+
+
+def gate_statistics(
+    videos: dict[str, VideoResult],
+    class_names: Sequence[str],
+    person_fraction: dict[str, float],
+    video_info: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The per-video mean gate and its distribution (paper Figure 4, Table 5).
+
+    ``per_video``: key -> mean G over its clips, frames and channels; ``all``: its
+    :func:`distribution`; ``per_class``: one per class; ``by_person``: split by
+    ``person_fraction >= 0.5`` (the index's fraction of kept frames with a person);
+    ``by_hidden``: split by the synthetic data's hidden flag, when ``video_info`` has it.
+    """
+    keys = sorted(k for k, v in videos.items() if v.gate is not None)
+    gate = {k: float(videos[k].gate) for k in keys}
+    out: dict[str, Any] = {
+        "per_video": {k: round(g, 6) for k, g in gate.items()},
+        "all": distribution(gate.values()),
+        "per_class": {
+            class_names[c]: distribution(gate[k] for k in keys if videos[k].label == c)
+            for c in range(len(class_names))
+            if any(videos[k].label == c for k in keys)
+        },
+    }
+    found = [k for k in keys if person_fraction.get(k, 0.0) >= PERSON_FOUND]
+    lost = [k for k in keys if person_fraction.get(k, 0.0) < PERSON_FOUND]
+    out["by_person"] = {
+        f"person_fraction>={PERSON_FOUND}": distribution(gate[k] for k in found),
+        f"person_fraction<{PERSON_FOUND}": distribution(gate[k] for k in lost),
+    }
+    if video_info and any("hidden" in video_info.get(k, {}) for k in keys):
+        hidden = [k for k in keys if video_info.get(k, {}).get("hidden")]
+        visible = [k for k in keys if k in video_info and not video_info[k].get("hidden")]
+        out["by_hidden"] = {
+            "hidden": distribution(gate[k] for k in hidden),
+            "visible": distribution(gate[k] for k in visible),
+        }
+    return out
+
+
+def _subset_accuracy(
+    videos: dict[str, VideoResult], video_info: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """Top-1 on the videos each stream alone could decide (synthetic data's ``decided_by``),
+    on the videos whose person is visible or hidden, and the share of each subset."""
+    keys = sorted(k for k in videos if k in video_info)
+    correct = {k: int(np.argmax(videos[k].probs)) == videos[k].label for k in keys}
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        info = video_info[k]
+        for stream, decides in (info.get("decided_by") or {}).items():
+            groups.setdefault(f"{stream}_decides", []).append(k) if decides else None
+            groups.setdefault(f"{stream}_cannot_decide", []).append(k) if not decides else None
+        if "hidden" in info:
+            groups.setdefault("hidden" if info["hidden"] else "visible", []).append(k)
+    return {
+        name: {
+            "n": len(ks),
+            "fraction": round(len(ks) / max(len(keys), 1), 6),
+            "top1": _percent(np.mean([correct[k] for k in ks])) if ks else 0.0,
+        }
+        for name, ks in sorted(groups.items())
+    }
+
+
+def load_video_info(path: str | None) -> dict[str, dict[str, Any]]:
+    """Per-video facts from the synthetic dataset's ``synth.json`` (or the folder holding it):
+    key -> ``hidden`` (bool) and ``decided_by`` ({"pose": bool, "scene": bool}, when the file
+    has it). Keys are the build's keys (the video file's stem, ``.`` replaced by ``_``)."""
+    if not path:
+        return {}
+    if storage.exists(storage.join(path, "synth.json")):
+        path = storage.join(path, "synth.json")
+    if not storage.exists(path):
+        raise InputNotFound(f"--video-info {path}: no such file (expected synth.json)")
+    try:
+        with storage.open_file(path, "rb") as f:
+            meta = json.loads(f.read())
+        records = meta["videos"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"--video-info {path}: not a synth.json ({exc})") from None
+    out = {}
+    for r in records:
+        key = make_key(r["key"])
+        info: dict[str, Any] = {"hidden": r.get("hidden") is not None}
+        if "decided_by" in r:
+            info["decided_by"] = dict(r["decided_by"])
+        out[key] = info
+    return out
+
+
 def protocol_skips(data: Split, span: int, protocol: str) -> dict[str, set[str]]:
     """Videos the protocol drops, by reason (from the index, before reading any shard).
 
@@ -310,8 +468,16 @@ def evaluate(
     cache_dir: str | None = None,
     precision: str = "fp32",
     progress: bool = False,
+    video_info: str | None = None,
+    feature_cache: str | None = None,
 ) -> dict[str, Any]:
-    """``train eval``: the report for checkpoints on a split (every rank returns it)."""
+    """``train eval``: the report for checkpoints on a split (every rank returns it).
+
+    ``video_info``: a synthetic dataset's synth.json, for gate statistics split by hidden
+    person and accuracy on the videos each stream could decide. ``feature_cache``: a folder
+    where a stage-2 model's stream features of the test clips are cached (keyed like the
+    training cache), so that models sharing frozen streams compute them once.
+    """
     if not checkpoints:
         raise InvalidInput("give at least one --checkpoint")
     if len(checkpoints) > 1 and combine != "mean":
@@ -357,29 +523,49 @@ def evaluate(
     skip = set().union(*skips.values()) if skips else set()
     expected = set(labels) - skip
 
-    warm_up_renderer(recipe)
-    dataset = ClipDataset(
-        data,
-        recipe,
-        batch_size,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        cache_dir=cache_dir,
-        labels=labels,
-        skip=skip,
-    )
-    loader = make_loader(dataset, workers, pin_memory=dist.device.type == "cuda")
+    info = load_video_info(video_info)
     bar = progress_bar(len(expected) * clips, "eval", "clip", progress and dist.is_main)
-    preds = predict(
-        [m for m, _ in loaded],
-        loader,
-        dist.device,
-        dist,
-        precision,
-        progress=bar.update,
-    )
+    update = bar.update
+    single = loaded[0][0] if len(loaded) == 1 else None
+    if (
+        feature_cache
+        and single is not None
+        and hasattr(single.module, "head")
+        and all(getattr(single.module, s, None) is not None for s in ("appearance", "pose"))
+    ):
+        preds = _predict_cached(
+            single, data, recipe, labels, frozenset(skip), feature_cache, dist,
+            batch_size=batch_size, workers=workers, cache_dir=cache_dir, progress=update,
+        )  # fmt: skip
+    else:
+        warm_up_renderer(recipe)
+        dataset = ClipDataset(
+            data,
+            recipe,
+            batch_size,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            cache_dir=cache_dir,
+            labels=labels,
+            skip=skip,
+        )
+        loader = make_loader(dataset, workers, pin_memory=dist.device.type == "cuda")
+        preds = predict(
+            [m for m, _ in loaded], loader, dist.device, dist, precision, progress=update
+        )
     bar.close()
     report = summarise(preds.videos, model_classes)
+    fractions = dict(zip(data.index.keys, data.index.person_fraction.tolist(), strict=True))
+    for key, row in report.get("predictions", {}).items():
+        row["person_fraction"] = round(float(fractions.get(key, 0.0)), 4)
+        if key in info:
+            row["hidden"] = info[key]["hidden"]
+            if "decided_by" in info[key]:
+                row["decided_by"] = info[key]["decided_by"]
+    if any(v.gate is not None for v in preds.videos.values()):
+        report["gate"] = gate_statistics(preds.videos, model_classes, fractions, info)
+    if info:
+        report["subsets"] = _subset_accuracy(preds.videos, info)
     missing = sorted(expected - set(preds.videos))
     report = {
         "checkpoints": [os.fspath(p) for p in checkpoints],
@@ -408,6 +594,41 @@ def evaluate(
     return report
 
 
+def _predict_cached(
+    m: EvalModel,
+    data: Split,
+    recipe: ClipRecipe,
+    labels: dict[str, int],
+    skip: frozenset[str],
+    folder: str,
+    dist: Dist,
+    *,
+    batch_size: int,
+    workers: int,
+    cache_dir: str | None,
+    progress=None,
+) -> Predictions:
+    """:func:`predict` through a cache of the test clips' stream features."""
+    key = cache_key(
+        m.module,
+        data,
+        recipe,
+        m.normalisation,
+        {k: v for k, v in labels.items() if k not in skip},
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+
+    def compute() -> FeatureSet:
+        return compute_features(
+            m.module, data, recipe, m.normalisation, dist, labels=labels, skip=skip,
+            batch_size=batch_size, workers=workers, cache_dir=cache_dir, progress=progress,
+        )  # fmt: skip
+
+    feats, _ = cached_features(folder, key, compute, say=lambda _: None)
+    return predict_features(m.module, feats, dist.device, dist)
+
+
 def write_report(report: dict[str, Any], out: str) -> None:
     storage.write_bytes_atomic(out, (json.dumps(report, indent=1) + "\n").encode())
 
@@ -434,6 +655,18 @@ def print_report(report: dict[str, Any], console=None, max_classes: int = 20) ->
         head.add_row("missing / read errors", f"{report['num_missing']} / {report['corrupt']}")
     if "mean_gate" in report:
         head.add_row("mean gate (appearance weight)", f"{report['mean_gate']:.3f}")
+    gate = report.get("gate") or {}
+    groups = [("per video", gate.get("all"))]
+    for split in ("by_person", "by_hidden"):
+        groups += list((gate.get(split) or {}).items())
+    for name, d in groups:
+        if d and d.get("n"):
+            head.add_row(
+                f"gate, {name.replace('_', ' ')} ({d['n']})",
+                f"{d['mean']:.3f} ± {d['sd']:.3f} [{d['p10']:.2f} {d['p50']:.2f} {d['p90']:.2f}]",
+            )
+    for name, sub in (report.get("subsets") or {}).items():
+        head.add_row(f"top-1 %, {name.replace('_', ' ')} ({sub['n']})", f"{sub['top1']:.2f}")
     console.print(head)
     per_class = report.get("per_class", {})
     if per_class:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -45,7 +45,8 @@ from .data import (
     steps_per_epoch,
     warm_up_renderer,
 )
-from .evaluate import EvalModel, autocast, model_inputs, predict, summarise
+from .evaluate import EvalModel, autocast, model_inputs, predict, predict_features, summarise
+from .features import FeatureSet, cache_key, cached_features, compute_features, feature_batches
 from .progress import MetricsLog, StepMeter
 
 __all__ = ["FitResult", "fit", "resolve_precision", "state_checksum"]
@@ -84,7 +85,13 @@ def state_checksum(module: nn.Module) -> str:
 
 @torch.no_grad()
 def recompute_batchnorm(
-    net: nn.Module, batches, num_batches: int, inputs, device: torch.device, precision: str
+    net: nn.Module,
+    batches,
+    num_batches: int,
+    inputs,
+    device: torch.device,
+    precision: str,
+    forward=None,
 ) -> int:
     """Precise BN (Wu & Johnson 2021, as in pycls/SlowFast): replace the running statistics of
     every BatchNorm in training mode by their average over ``num_batches`` more training
@@ -92,8 +99,10 @@ def recompute_batchnorm(
 
     Running averages updated with momentum 0.1 still carry about 0.9^n of their initial
     values after n steps, which in a short run (a smoke test, a small fine-tuning set) can
-    dwarf the real statistics and wreck evaluation. Returns the batches used.
+    dwarf the real statistics and wreck evaluation. ``forward`` (default ``net``) is called
+    with ``inputs(batch)``, e.g. ``net.head`` on cached features. Returns the batches used.
     """
+    forward = forward or net
     bns = [
         m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
     ]
@@ -110,7 +119,7 @@ def recompute_batchnorm(
                 continue
             rgb, pose = inputs(batch)
             with autocast(device, precision):
-                net(rgb, pose)
+                forward(rgb, pose)
             used += 1
             if used == num_batches:
                 break
@@ -131,7 +140,10 @@ def _say(dist: distributed.Dist, message: str) -> None:
 
 def _clip_defaults(contract: dict[str, Any]) -> dict[str, Any]:
     keys = ("clip_len", "stride", "pose_clip_len", "pose_stride", "input_size", "pose_input")
-    return {k: contract[k] for k in keys if k in contract}
+    values = {k: contract[k] for k in keys if k in contract}
+    if "pose_clip_len" in contract:  # a model with a pose stream: its pose input settings
+        values.update(contracts.pose_settings(contract))
+    return values
 
 
 def _check_clip_overrides(cfg: FitConfig, stage1: dict[str, Any]) -> None:
@@ -150,7 +162,10 @@ def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, 
     variant = cfg.variant
     if cfg.stage == "integral" and cfg.model.init_appearance:
         net = models.build_integral_from_stage1(
-            cfg.model.init_appearance, cfg.model.init_pose, variant=variant
+            cfg.model.init_appearance,
+            cfg.model.init_pose,
+            variant=variant,
+            gate_norm=cfg.model.gate_norm,
         )
         stage1 = dict(net.contract)
         _check_clip_overrides(cfg, stage1)
@@ -173,6 +188,7 @@ def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, 
         pose_depth=cfg.model.pose_depth,
         clip_len=clip.clip_len,
         pose_clip_len=clip.pose_clip_len,
+        gate_norm=cfg.model.gate_norm,
     )
     norm = UNIT
     if cfg.model.pretrained:
@@ -243,13 +259,18 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         if resume is not None:
             self._restore(resume)
+        # With cached features only the head runs in training; DDP wraps what runs.
+        self.cached = bool(cfg.run.cache_features)
+        trained = _Head(self.net) if self.cached else self.net
         self.ddp = (
             DistributedDataParallel(
-                self.net, device_ids=[dist.device] if dist.device.type == "cuda" else None
+                trained, device_ids=[dist.device] if dist.device.type == "cuda" else None
             )
             if dist.enabled
-            else self.net
+            else trained
         )
+        self.train_features: FeatureSet | None = None
+        self.val_features: FeatureSet | None = None
         self.rank_steps: list[int] = []
         self.val_keys: list[str] = []
 
@@ -312,9 +333,7 @@ class _Run:
         meter = StepMeter(self.batch_size * dist.world_size)
         show = cfg.run.progress if dist.is_main else False
         bar = progress_bar(self.steps, f"epoch {epoch + 1}", "step", show)
-        zero = torch.zeros((), device=dist.device, dtype=torch.float64)
-        loss_sum, ce_sum, gate_sum, correct = zero.clone(), zero.clone(), zero.clone(), zero.clone()
-        clips = 0
+        sums = _EpochSums(dist.device)
         errors: list[str] = []
         done = 0
         start = time.perf_counter()
@@ -326,50 +345,96 @@ class _Run:
             meter.got_batch()
             rgb, pose = self._inputs(batch)
             target = batch["label"].to(dist.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast(dist.device, self.precision):
-                out = self.ddp(rgb, pose)
-            loss, ce, gate_term = self.net.integral_loss(out, target, cfg.model.gate_weight)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            n = target.shape[0]
-            loss_sum += loss.detach().double() * n
-            ce_sum += ce.detach().double() * n
-            gate_sum += gate_term.detach().double() * n
-            correct += (out["logits"].detach().argmax(1) == target).sum()
-            clips += n
+            loss = self._step(lambda rgb=rgb, pose=pose: self.ddp(rgb, pose), target, sums)
             done += 1
             meter.step_done()
-            if not bar.disable:
-                bar.update(1)
-                bar.set_postfix_str(
-                    f"loss {loss.item():.3f} {meter.clips_per_s:.1f} clips/s "
-                    f"wait {100 * meter.wait_fraction:.0f}%"
-                )
-            elif dist.is_main and cfg.run.log_every and done % cfg.run.log_every == 0:
-                print(
-                    f"  epoch {epoch + 1} step {done}/{self.steps} loss {loss.item():.4f} "
-                    f"{meter.clips_per_s:.1f} clips/s data wait {100 * meter.wait_fraction:.0f}%",
-                    flush=True,
-                )
+            self._show_step(bar, epoch, done, loss, meter)
         if cfg.run.precise_bn:
             recompute_batchnorm(
                 self.net, batches, cfg.run.precise_bn, self._inputs, dist.device, self.precision
             )
         del batches, loader  # ends this epoch's workers
+        return self._end_epoch(bar, done, sums, errors, epoch, start, meter)
+
+    def train_epoch_cached(self, epoch: int) -> dict[str, Any]:
+        """One epoch of the head on cached stream features: as many steps and clips as an
+        uncached epoch, each clip one of its video's cached views."""
+        dist, cfg = self.dist, self.cfg
+        self.ddp.train()
+        meter = StepMeter(self.batch_size * dist.world_size)
+        show = cfg.run.progress if dist.is_main else False
+        bar = progress_bar(self.steps, f"epoch {epoch + 1}", "step", show)
+        sums = _EpochSums(dist.device)
+        done = 0
+        start = time.perf_counter()
+        batches = feature_batches(
+            self.train_features, self.batch_size, self.steps, cfg.run.seed, epoch, dist.rank
+        )
+        for f_a, f_p, target in batches:
+            meter.got_batch()
+            f_a, f_p = f_a.to(dist.device), f_p.to(dist.device)
+            target = target.to(dist.device)
+            loss = self._step(lambda f_a=f_a, f_p=f_p: self.ddp(f_a, f_p), target, sums)
+            done += 1
+            meter.step_done()
+            self._show_step(bar, epoch, done, loss, meter)
+        if cfg.run.precise_bn:
+            again = feature_batches(
+                self.train_features, self.batch_size, cfg.run.precise_bn, cfg.run.seed,
+                epoch + 1_000_000, dist.rank,
+            )  # fmt: skip
+            recompute_batchnorm(
+                self.net,
+                ({"key": [0], "f": fb} for fb in again),
+                cfg.run.precise_bn,
+                lambda b: (b["f"][0].to(dist.device), b["f"][1].to(dist.device)),
+                dist.device,
+                self.precision,
+                forward=self.net.head,
+            )
+        return self._end_epoch(bar, done, sums, [], epoch, start, meter)
+
+    def _step(self, forward, target: torch.Tensor, sums: _EpochSums) -> torch.Tensor:
+        """One SGD step on the output of ``forward()``; adds to the epoch's sums."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.dist.device, self.precision):
+            out = forward()
+        loss, ce, gate_term = self.net.integral_loss(out, target, self.cfg.model.gate_weight)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        sums.add(out, target, loss, ce, gate_term)
+        return loss
+
+    def _show_step(self, bar, epoch: int, done: int, loss: torch.Tensor, meter) -> None:
+        cfg = self.cfg
+        if not bar.disable:
+            bar.update(1)
+            bar.set_postfix_str(
+                f"loss {loss.item():.3f} {meter.clips_per_s:.1f} clips/s "
+                f"wait {100 * meter.wait_fraction:.0f}%"
+            )
+        elif self.dist.is_main and cfg.run.log_every and done % cfg.run.log_every == 0:
+            print(
+                f"  epoch {epoch + 1} step {done}/{self.steps} loss {loss.item():.4f} "
+                f"{meter.clips_per_s:.1f} clips/s data wait {100 * meter.wait_fraction:.0f}%",
+                flush=True,
+            )
+
+    def _end_epoch(
+        self, bar, done: int, sums: _EpochSums, errors: list[str], epoch: int, start, meter
+    ) -> dict[str, Any]:
+        dist = self.dist
         bar.close()
         self.rank_steps.append(done)
         # BatchNorm statistics: rank 0's everywhere (DDP leaves each rank with its own).
         dist.broadcast_buffers(self.net)
-        totals = dist.all_reduce_sum(
-            [loss_sum.item(), ce_sum.item(), gate_sum.item(), correct.item(), clips, len(errors)]
-        )
+        totals = dist.all_reduce_sum([*sums.values(), len(errors)])
         seconds = time.perf_counter() - start
         n = max(totals[4], 1)
         for e in errors[:5]:
             warnings.warn(f"epoch {epoch + 1}: skipped {e}", RuntimeWarning, stacklevel=2)
-        return {
+        row = {
             "train_loss": totals[0] / n,
             "train_ce": totals[1] / n,
             "train_gate": totals[2] / n,
@@ -377,12 +442,18 @@ class _Run:
             "clips_per_s": totals[4] / max(seconds, 1e-9),
             "data_wait": meter.wait_fraction,
             "epoch_seconds": seconds,
-            "read_errors": int(totals[5]),
+            "read_errors": int(totals[6]),
         }
+        if self.net.has_gate:
+            row["train_mean_gate"] = totals[5] / n
+        return row
 
     def validate(self) -> dict[str, Any] | None:
         if self.val_data is None:
             return None
+        if self.cached:
+            preds = predict_features(self.net, self.val_features, self.dist.device, self.dist)
+            return self._val_metrics(preds)
         recipe = eval_recipe(self.recipe, self.clip.val_clips)
         dataset = ClipDataset(
             self.val_data,
@@ -400,9 +471,64 @@ class _Run:
             self.dist,
             self.precision,
         )
+        return self._val_metrics(preds)
+
+    def _val_metrics(self, preds) -> dict[str, Any]:
         self.val_keys = preds.local_keys
         report = summarise(preds.videos, list(self.contract["classes"]), with_predictions=False)
-        return {"val_top1": report["top1"], "val_top5": report["top5"], "report": report}
+        out = {"val_top1": report["top1"], "val_top5": report["top5"], "report": report}
+        if "mean_gate" in report:
+            out["val_mean_gate"] = report["mean_gate"]
+        return out
+
+    # -- feature caches (stage 2, --cache-features N) ----------------------------------------
+
+    def prepare_features(self) -> None:
+        """Load or compute the cached stream features of the training views and of the
+        validation clips (docs/training.md, "Feature cache")."""
+        cfg, dist = self.cfg, self.dist
+        folder = cfg.run.feature_cache or os.path.join(self.out, "features")
+        views = replace(self.recipe, train=False, views=cfg.run.cache_features, seed=cfg.run.seed)
+        jobs = [("train", self.train_data, views)]
+        if self.val_data is not None and cfg.run.val_every:
+            jobs.append(("val", self.val_data, eval_recipe(self.recipe, self.clip.val_clips)))
+        for name, data, recipe in jobs:
+            key = cache_key(
+                self.net,
+                data,
+                recipe,
+                self.norm,
+                data.index.label_of(),
+                dtype=cfg.run.feature_dtype,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
+
+            def compute(data=data, recipe=recipe) -> FeatureSet:
+                return compute_features(
+                    self.net,
+                    data,
+                    recipe,
+                    self.norm,
+                    dist,
+                    batch_size=self.batch_size,
+                    workers=cfg.data.workers,
+                    cache_dir=cfg.data.cache_dir,
+                    dtype=cfg.run.feature_dtype,
+                )
+
+            feats, _ = cached_features(
+                folder,
+                key,
+                compute,
+                say=lambda m: _say(dist, m),
+                what=f"{name} features ({data.name})",
+            )
+            if name == "train":
+                self.train_features = feats
+            else:
+                self.val_features = feats
+        dist.barrier()
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -445,6 +571,8 @@ class _Run:
                 json.dump(config_to_dict(cfg), f, indent=1)
         self._banner()
         warm_up_renderer(self.recipe)
+        if self.cached:
+            self.prepare_features()
         dataset = ClipDataset(
             self.train_data,
             self.recipe,
@@ -461,7 +589,10 @@ class _Run:
             _say(dist, f"no {cfg.data.val_split!r} split: no validation, no best.pt")
         for epoch in range(self.start_epoch, self.schedule.epochs):
             lr = self.optimizer.param_groups[0]["lr"]
-            metrics = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(dataset, epoch)}
+            trained = (
+                self.train_epoch_cached(epoch) if self.cached else self.train_epoch(dataset, epoch)
+            )
+            metrics = {"epoch": epoch + 1, "lr": lr, **trained}
             self.scheduler.step()
             last = epoch + 1 == self.schedule.epochs
             every = cfg.run.val_every
@@ -524,7 +655,11 @@ class _Run:
             if row.get("val_top1") is not None
             else ""
         )
-        gate = f" gate {row['train_gate']:.4f}" if self.variant in models.GATED_VARIANTS else ""
+        gate = ""
+        if self.variant in models.GATED_VARIANTS:
+            gate = f" gate {row['train_gate']:.4f}, mean G {row.get('train_mean_gate', 0):.3f}"
+            if row.get("val_mean_gate") is not None:
+                gate += f" (val {row['val_mean_gate']:.3f})"
         errs = f" | {row['read_errors']} read errors skipped" if row["read_errors"] else ""
         print(
             f"epoch {row['epoch']}/{self.schedule.epochs} lr {row['lr']:.2g} loss "
@@ -578,6 +713,42 @@ class _Run:
                 },
                 f,
             )
+
+
+class _Head(nn.Module):
+    """The part of a stage-2 model that trains on cached features: ``net.head(f_a, f_p)``."""
+
+    def __init__(self, net: models.ActionModel) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, f_a: torch.Tensor, f_p: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net.head(f_a, f_p)
+
+
+class _EpochSums:
+    """Running sums of one epoch (on the training device, so no step waits for a copy)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.t = torch.zeros(6, device=device, dtype=torch.float64)
+
+    def add(self, out, target, loss, ce, gate_term) -> None:
+        n = target.shape[0]
+        gate = out["gate"].detach().double().mean() * n if "gate" in out else 0.0
+        correct = (out["logits"].detach().argmax(1) == target).sum()
+        self.t += torch.stack(
+            [
+                loss.detach().double() * n,
+                ce.detach().double() * n,
+                gate_term.detach().double() * n,
+                correct.double(),
+                torch.tensor(float(n), device=self.t.device, dtype=torch.float64),
+                torch.as_tensor(gate, device=self.t.device, dtype=torch.float64),
+            ]
+        )
+
+    def values(self) -> list[float]:
+        return self.t.tolist()
 
 
 def _link(src: str, dst: str) -> None:

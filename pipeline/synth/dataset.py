@@ -28,7 +28,8 @@ Layout written under ``out_dir``:
   xsub/xset all have train and val samples.
 
 - all: ``synth.json`` (options, class table, contexts and per-video ground truth: motion,
-  context drawn, hidden or not, persons, seed).
+  context drawn, hidden or not, persons, seed, and ``decided_by``: whether the pose or the scene
+  alone could tell the video's class, see :func:`decided_by`).
 
 Class table. Class k performs motion k of :data:`pipeline.synth.motions.MOTION_NAMES` in the
 scene ("context") k. ``context_pairs`` N makes classes 2i and 2i+1 (i < N) share a motion, so
@@ -71,6 +72,7 @@ __all__ = [
     "PlannedVideo",
     "SynthError",
     "class_table",
+    "decided_by",
     "format_summary",
     "make_dataset",
     "plan_dataset",
@@ -397,6 +399,7 @@ def make_dataset(
         from pipeline.progress import progress_bar
 
         iterator = progress_bar(len(planned), f"synth {dataset}", "video", iterable=planned)
+    decides = decided_by(classes, planned)
     records = []
     codec = ""
     for item in iterator:
@@ -414,7 +417,7 @@ def make_dataset(
                 label=name,
                 label_index=item.label,
             )
-        records.append(_record(item, name, rendered.visible))
+        records.append(_record(item, name, rendered.visible, decides[item.index]))
 
     (out / "classes.txt").write_text("".join(c.name + "\n" for c in classes), encoding="utf-8")
     if dataset != "ntu":
@@ -476,7 +479,34 @@ def make_dataset(
     }
 
 
-def _record(item: PlannedVideo, name: str, visible: np.ndarray) -> dict[str, Any]:
+def decided_by(classes: list[ClassSpec], planned: list[PlannedVideo]) -> list[dict[str, bool]]:
+    """Which stream could tell each video's class from the others, from the class table alone.
+
+    ``pose``: the person is visible (not hidden) and no other class performs the same motion.
+    ``scene``: the video shows its class's own scene and no other class has that scene (out of
+    context, only when the scene drawn happens to be the class's). A video neither decides can
+    be told at best among the classes it is ambiguous with.
+    """
+    motions: dict[str, int] = {}
+    contexts: dict[int, int] = {}
+    for c in classes:
+        motions[c.motion] = motions.get(c.motion, 0) + 1
+        contexts[c.context] = contexts.get(c.context, 0) + 1
+    out = []
+    for item in planned:
+        own = classes[item.label]
+        out.append(
+            {
+                "pose": item.spec.hidden is None and motions[own.motion] == 1,
+                "scene": item.spec.context == own.context and contexts[own.context] == 1,
+            }
+        )
+    return out
+
+
+def _record(
+    item: PlannedVideo, name: str, visible: np.ndarray, decides: dict[str, bool]
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "key": item.stem,
         "video": item.video,
@@ -489,6 +519,8 @@ def _record(item: PlannedVideo, name: str, visible: np.ndarray) -> dict[str, Any
         "persons": item.spec.persons,
         "visible_fraction": round(float(visible.mean()), 4) if visible.size else 0.0,
         "seed": item.spec.seed,
+        # Which stream alone could tell the class (decided_by): the ceiling of each stream.
+        "decided_by": decides,
     }
     if item.split is not None:
         record["split"] = item.split
