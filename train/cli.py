@@ -14,10 +14,37 @@ from typing import Any
 
 import click
 
+from model.resnet import RESNET_SPECS
 from pipeline import __version__
 from pipeline.errors import cli_errors
 
+from .config import (
+    DEFAULT_GATE_NORM,
+    GATE_NORMS,
+    POSE_CROPS,
+    POSE_INPUTS,
+    PRECISIONS,
+    SCHEDULES,
+    SECTIONS,
+    STAGE_VARIANTS,
+    STAGES,
+    ClipConfig,
+)
+from .features import FEATURE_DTYPES
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+DEPTHS = [str(d) for d in sorted(RESNET_SPECS)]
+
+
+def shown(section: str, name: str) -> str:
+    """``  [default: X]`` for a fit option, read from the config dataclass (the paper's values)."""
+    if section == "clips" and name in ClipConfig.PAPER:
+        value = ClipConfig.PAPER[name]
+    else:
+        value = SECTIONS[section].__dataclass_fields__[name].default
+    return f"  [default: {value}]"
 
 
 # A user's mistake (bad option, missing data, mismatched checkpoint: pipeline.errors.UserError)
@@ -38,7 +65,7 @@ def main() -> None:
 @click.option(
     "--stage",
     required=True,
-    type=click.Choice(["appearance", "pose", "integral"]),
+    type=click.Choice(STAGES),
     help="Stage 1 stream (appearance, pose) or stage 2 (integral).",
 )
 @click.option(
@@ -56,22 +83,29 @@ def main() -> None:
     type=click.Path(dir_okay=False),
     help="YAML file of settings (sections data, clips, model, optim, run); options override it.",
 )
-@click.option("--split", help="Training split.  [default: train]")
-@click.option("--val-split", help="Validation split (skipped when absent).  [default: val]")
+@click.option("--split", help="Training split." + shown("data", "split"))
+@click.option(
+    "--val-split", help="Validation split (skipped when absent)." + shown("data", "val_split")
+)
 @click.option(
     "--variant",
-    help="Model variant; stage integral: integral, appearance_gate, both_gate, no_gate, no_gate_loss, feature_fuse.  [default: the stage's]",
+    help=f"Model variant; stage integral: {', '.join(STAGE_VARIANTS['integral'])}.  "
+    "[default: the stage's]",
 )
-@click.option("--gate-weight", type=float, help="lambda of L_gate (paper 3.4).  [default: 1.5]")
+@click.option(
+    "--gate-weight",
+    type=float,
+    help="lambda of L_gate (paper 3.4)." + shown("model", "gate_weight"),
+)
 @click.option(
     "--gate-norm",
-    type=click.Choice(["none", "batchnorm"]),
+    type=click.Choice(GATE_NORMS),
     help="The gate's normalisation: none (the official code's linear gate) or batchnorm (the "
-    "paper's text; it pins the mean gate, docs/model.md).  [default: none]",
+    f"paper's text; it pins the mean gate, docs/model.md).  [default: {DEFAULT_GATE_NORM}]",
 )
 @click.option(
     "--schedule",
-    type=click.Choice(["kinetics", "kinetics50", "ntu", "stage2"]),
+    type=click.Choice(list(SCHEDULES)),
     help="Paper schedule.  [default: kinetics for stage 1, stage2 for integral]",
 )
 @click.option("--epochs", type=int, help="Epochs; alone, scales the schedule's milestones.")
@@ -79,34 +113,45 @@ def main() -> None:
     "--lr-steps", metavar="E1,E2,...", help="Epochs at which the learning rate drops x0.1."
 )
 @click.option("--lr", type=float, help="Initial learning rate.  [default: the schedule's]")
-@click.option("--momentum", type=float, help="SGD momentum.  [default: 0.9]")
-@click.option("--weight-decay", type=float, help="Weight decay.  [default: 1e-4]")
+@click.option("--momentum", type=float, help="SGD momentum." + shown("optim", "momentum"))
+@click.option("--weight-decay", type=float, help="Weight decay." + shown("optim", "weight_decay"))
 @click.option(
     "--batch-size", type=int, help="Clips per step per process.  [default: 32 / processes]"
 )
 @click.option(
     "--appearance-depth",
-    type=click.Choice(["18", "34", "50"]),
-    help="Appearance ResNet depth.  [default: 50]",
+    type=click.Choice(DEPTHS),
+    help="Appearance ResNet depth." + shown("model", "appearance_depth"),
 )
 @click.option(
-    "--pose-depth", type=click.Choice(["18", "34", "50"]), help="Pose ResNet depth.  [default: 18]"
+    "--pose-depth",
+    type=click.Choice(DEPTHS),
+    help="Pose ResNet depth." + shown("model", "pose_depth"),
+)
+@click.option("--input-size", type=int, help="RGB side in pixels." + shown("clips", "input_size"))
+@click.option("--clip-len", type=int, help="RGB frames per clip T." + shown("clips", "clip_len"))
+@click.option(
+    "--stride", type=int, help="RGB frame stride in source frames." + shown("clips", "stride")
 )
 @click.option(
-    "--input-size", type=int, help="RGB side in pixels (pose: a quarter).  [default: 224]"
+    "--pose-clip-len",
+    type=int,
+    help="Pose frames per clip T_P." + shown("clips", "pose_clip_len"),
 )
-@click.option("--clip-len", type=int, help="RGB frames per clip T.  [default: 8]")
-@click.option("--stride", type=int, help="RGB frame stride in source frames.  [default: 8]")
-@click.option("--pose-clip-len", type=int, help="Pose frames per clip T_P.  [default: 32]")
-@click.option("--pose-stride", type=int, help="Pose frame stride in source frames.  [default: 2]")
+@click.option(
+    "--pose-stride",
+    type=int,
+    help="Pose frame stride in source frames." + shown("clips", "pose_stride"),
+)
 @click.option(
     "--pose-input",
-    type=click.Choice(["keypoints", "raster"]),
-    help="Render rasters from augmented keypoints, or crop the stored rasters.  [default: keypoints]",
+    type=click.Choice(POSE_INPUTS),
+    help=f"Render rasters from augmented keypoints, or crop the stored rasters.  "
+    f"[default: {POSE_INPUTS[0]}]",
 )
 @click.option(
     "--pose-crop",
-    type=click.Choice(["frame", "person"]),
+    type=click.Choice(POSE_CROPS),
     help="Pose input crop: the RGB crop (frame, the paper's) or a box around the clip's "
     "keypoints (person, PoseC3D's PoseCompact).  [default: frame]",
 )
@@ -120,14 +165,20 @@ def main() -> None:
     type=float,
     help="Heatmap sigma in raster pixels.  [default: the dataset's (0.5, the paper's)]",
 )
-@click.option("--val-clips", type=int, help="Clips per video when validating.  [default: 1]")
-@click.option("--workers", type=int, help="DataLoader processes per process.  [default: 2]")
 @click.option(
-    "--shuffle-buffer", type=int, help="Videos in each worker's shuffle buffer.  [default: 64]"
+    "--val-clips", type=int, help="Clips per video when validating." + shown("clips", "val_clips")
+)
+@click.option(
+    "--workers", type=int, help="DataLoader processes per process." + shown("data", "workers")
+)
+@click.option(
+    "--shuffle-buffer",
+    type=int,
+    help="Videos in each worker's shuffle buffer." + shown("data", "shuffle_buffer"),
 )
 @click.option("--cache-dir", metavar="DIR", help="Keep local copies of remote shards here.")
 @click.option(
-    "--seed", type=int, help="Seed of weights, data order and augmentation.  [default: 0]"
+    "--seed", type=int, help="Seed of weights, data order and augmentation." + shown("run", "seed")
 )
 @click.option(
     "--init-appearance",
@@ -150,10 +201,10 @@ def main() -> None:
 @click.option(
     "--resume", is_flag=True, default=None, help="Continue the run in --out from last.pt."
 )
-@click.option("--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option("--device", help="auto, cpu, cuda or cuda:N." + shown("run", "device"))
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    type=click.Choice(PRECISIONS),
     help="Autocast on CUDA.  [default: auto (bf16 where supported)]",
 )
 @click.option(
@@ -164,22 +215,22 @@ def main() -> None:
 @click.option(
     "--val-every",
     type=int,
-    help="Validate every N epochs (0: never); always after the last.  [default: 1]",
+    help="Validate every N epochs (0: never); always after the last." + shown("run", "val_every"),
 )
 @click.option(
     "--precise-bn",
     type=int,
     metavar="BATCHES",
     help="Recompute BatchNorm statistics over this many training batches after each epoch "
-    "(0: off, as the paper; helps short runs).  [default: 0]",
+    "(0: off, as the paper; helps short runs)." + shown("run", "precise_bn"),
 )
 @click.option(
     "--cache-features",
     type=int,
     metavar="N",
     help="Stage integral: compute the frozen streams' features of N augmented clips per "
-    "training video once and train the integration on them (0: stream every step).  "
-    "[default: 0]",
+    "training video once and train the integration on them (0: stream every step)."
+    + shown("run", "cache_features"),
 )
 @click.option(
     "--feature-cache",
@@ -189,11 +240,13 @@ def main() -> None:
 )
 @click.option(
     "--feature-dtype",
-    type=click.Choice(["float32", "float16"]),
-    help="Storage type of cached features.  [default: float32]",
+    type=click.Choice(list(FEATURE_DTYPES)),
+    help="Storage type of cached features." + shown("run", "feature_dtype"),
 )
 @click.option(
-    "--log-every", type=int, help="Steps between log lines without a progress bar.  [default: 20]"
+    "--log-every",
+    type=int,
+    help="Steps between log lines without a progress bar." + shown("run", "log_every"),
 )
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar.  [default: on a terminal]"
@@ -288,7 +341,7 @@ def fit(stage: str, config_file: str | None, **options: Any) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
+    type=click.Choice([p for p in PRECISIONS if p != "auto"]),
     default="fp32",
     show_default=True,
     help="Autocast on CUDA.",
