@@ -170,7 +170,7 @@ def recipe_from_contract(
         settings = pose_settings(contract)
         if settings["pose_sigma"] != raster.sigma:
             if pose_input == "raster":
-                raise ValueError(
+                raise InvalidInput(
                     f"--pose-sigma {settings['pose_sigma']:g} needs rasters rendered from "
                     f"keypoints: the stored rasters have sigma {raster.sigma:g} "
                     "(use --pose-input keypoints)"

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from pipeline import storage
+from pipeline.errors import InvalidInput
 from pipeline.shards import INDEX_PARQUET, Split
 
 from . import augment
@@ -321,7 +322,7 @@ def feature_batches(
     """
     n = len(feats)
     if n == 0:
-        raise ValueError("no cached features on this process (more processes than shards?)")
+        raise InvalidInput("no cached features on this process (more processes than shards?)")
     rng = np.random.default_rng([seed, epoch, rank, 12])
     need = steps * batch_size
     order = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])[:need]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline import storage
+from pipeline.errors import InvalidInput
 
 from .evaluate import distribution
 
@@ -27,14 +28,14 @@ def load_report(path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such report") from None
     except ValueError as exc:
-        raise ValueError(f"{path}: not a JSON report ({exc})") from None
+        raise InvalidInput(f"{path}: not a JSON report ({exc})") from None
 
 
 def per_video_gates(report: dict[str, Any], what: str = "report") -> list[float]:
     """The per-video mean gates of a gated model's ``train eval`` report."""
     gates = (report.get("gate") or {}).get("per_video")
     if gates is None:
-        raise ValueError(f"{what} has no per-video gates (not a gated model's train eval report)")
+        raise InvalidInput(f"{what} has no per-video gates (not a gated model's train eval report)")
     return [float(g) for g in gates.values()]
 
 
@@ -57,7 +58,7 @@ def plot_gate_distributions(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError(
+        raise InvalidInput(
             "--plot needs matplotlib (pip install matplotlib; the mediapipe extra has it)"
         ) from None
     panels: dict[str, list[tuple[str, Sequence[float]]]] = {}
