@@ -244,6 +244,13 @@ def main() -> None:
     help="Storage type of cached features." + shown("run", "feature_dtype"),
 )
 @click.option(
+    "--keep-checkpoints",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Keep only the N most recent epoch_NNN.pt (0: all; best.pt and last.pt stay)."
+    + shown("run", "keep_checkpoints"),
+)
+@click.option(
     "--log-every",
     type=int,
     help="Steps between log lines without a progress bar." + shown("run", "log_every"),

@@ -213,6 +213,9 @@ class RunConfig:
     cache_features: int = 0
     feature_cache: str | None = None  # folder of feature caches; default OUT/features
     feature_dtype: str = "float32"  # float16 halves the cache (Kinetics: ~10 GB per view)
+    # epoch_NNN.pt files kept (the most recent ones); 0 keeps every epoch. best.pt and last.pt
+    # are always kept.
+    keep_checkpoints: int = 0
 
 
 @dataclass

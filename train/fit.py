@@ -559,6 +559,13 @@ class _Run:
         _link(self.last_path, os.path.join(self.out, f"epoch_{epoch:03d}.pt"))
         if improved:
             _link(self.last_path, os.path.join(self.out, "best.pt"))
+        keep = self.cfg.run.keep_checkpoints
+        if keep and epoch > keep:
+            # Each epoch file is its own copy once last.pt moves on: a 120-epoch stage 2 would
+            # otherwise keep 120 checkpoints. best.pt and last.pt are separate links and stay.
+            stale = os.path.join(self.out, f"epoch_{epoch - keep:03d}.pt")
+            if os.path.exists(stale):
+                os.remove(stale)
 
     # -- main loop ---------------------------------------------------------------------------
 
