@@ -219,6 +219,7 @@ def mediapipe_rows(work: Path, repeat: int) -> tuple[list[list[str]], str, dict[
 
     csv_path = work / "real.csv"
     csv_path.write_text("path,label\n" + "".join(f"{p.name},{p.stem}\n" for p in clips))
+    # One shard, as in a real build: the task decodes video i + 1 while the actor estimates i.
     options = BuildOptions(
         dataset="generic",
         videos=str(REAL),
@@ -228,7 +229,7 @@ def mediapipe_rows(work: Path, repeat: int) -> tuple[list[list[str]], str, dict[
         num_workers=1,
         samples_per_shard=len(clips),
         overwrite=True,
-    )  # fmt: skip  (one shard: the task decodes video i + 1 while the actor estimates video i)
+    )
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         start = time.perf_counter()
