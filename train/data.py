@@ -64,6 +64,7 @@ __all__ = [
     "collate",
     "ClipDataset",
     "make_loader",
+    "eval_loader",
     "steps_per_epoch",
 ]
 
@@ -427,6 +428,35 @@ def make_loader(dataset: ClipDataset, workers: int, pin_memory: bool = False) ->
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
+
+
+def eval_loader(
+    data: Split,
+    recipe: ClipRecipe,
+    batch_size: int,
+    *,
+    rank: int,
+    world_size: int,
+    workers: int,
+    cache_dir: str | None = None,
+    labels: dict[str, int] | None = None,
+    skip: Iterable[str] = (),
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The loader of one pass over a split (evaluation, feature caches): every video once,
+    its shards split over the ranks and the DataLoader workers."""
+    warm_up_renderer(recipe)
+    dataset = ClipDataset(
+        data,
+        recipe,
+        batch_size,
+        rank=rank,
+        world_size=world_size,
+        cache_dir=cache_dir,
+        labels=labels,
+        skip=skip,
+    )
+    return make_loader(dataset, workers, pin_memory=pin_memory)
 
 
 def warm_up_renderer(recipe: ClipRecipe) -> None:

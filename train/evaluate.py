@@ -33,7 +33,7 @@ from pipeline.shards import Split, make_key
 
 from . import contract as contracts
 from .augment import Normalisation, normalise_rgb
-from .data import ClipDataset, ClipRecipe, make_loader, open_split, warm_up_renderer
+from .data import ClipRecipe, eval_loader, open_split
 from .distributed import Dist
 from .features import FeatureSet, cache_key, cached_features, compute_features
 
@@ -538,18 +538,11 @@ def evaluate(
             batch_size=batch_size, workers=workers, cache_dir=cache_dir, progress=update,
         )  # fmt: skip
     else:
-        warm_up_renderer(recipe)
-        dataset = ClipDataset(
-            data,
-            recipe,
-            batch_size,
-            rank=dist.rank,
-            world_size=dist.world_size,
-            cache_dir=cache_dir,
-            labels=labels,
-            skip=skip,
-        )
-        loader = make_loader(dataset, workers, pin_memory=dist.device.type == "cuda")
+        loader = eval_loader(
+            data, recipe, batch_size, rank=dist.rank, world_size=dist.world_size,
+            workers=workers, cache_dir=cache_dir, labels=labels, skip=skip,
+            pin_memory=dist.device.type == "cuda",
+        )  # fmt: skip
         preds = predict(
             [m for m, _ in loaded], loader, dist.device, dist, precision, progress=update
         )

@@ -42,7 +42,7 @@ from pipeline.shards import INDEX_PARQUET, Split
 
 from . import augment
 from .augment import Normalisation, normalise_rgb
-from .data import ClipDataset, ClipRecipe, make_loader, warm_up_renderer
+from .data import ClipRecipe, eval_loader
 from .distributed import Dist
 
 __all__ = [
@@ -193,18 +193,10 @@ def compute_features(
     for m in streams:
         m.eval()
     labels = labels if labels is not None else data.index.label_of()
-    warm_up_renderer(recipe)
-    dataset = ClipDataset(
-        data,
-        recipe,
-        batch_size,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        cache_dir=cache_dir,
-        labels=labels,
-        skip=skip,
-    )
-    loader = make_loader(dataset, workers, pin_memory=dist.device.type == "cuda")
+    loader = eval_loader(
+        data, recipe, batch_size, rank=dist.rank, world_size=dist.world_size, workers=workers,
+        cache_dir=cache_dir, labels=labels, skip=skip, pin_memory=dist.device.type == "cuda",
+    )  # fmt: skip
     per_video: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     store = FEATURE_DTYPES[dtype]
