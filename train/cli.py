@@ -185,6 +185,13 @@ def main() -> None:
     "(0: off, as the paper; helps short runs).  [default: 0]",
 )
 @click.option(
+    "--save-every",
+    type=int,
+    metavar="N",
+    help="Keep epoch_NNN.pt every N epochs and after the last (0: only last.pt and best.pt).  "
+    "[default: 1]",
+)
+@click.option(
     "--cache-features",
     type=int,
     metavar="N",

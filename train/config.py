@@ -207,6 +207,8 @@ class RunConfig:
     precise_bn: int = 0
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
     rank_report: str | None = None  # debugging: each rank writes what it saw here
+    # Keep OUT/epoch_NNN.pt every this many epochs (and the last; 0: only last.pt and best.pt).
+    save_every: int = 1
     # Stage 2: compute the frozen streams' pooled features for this many augmented clips per
     # training video once, and train the integration on them (0: stream every step).
     cache_features: int = 0
@@ -320,6 +322,8 @@ def validate(cfg: FitConfig) -> None:
         raise ConfigError(f"--pose-sigma must be > 0, got {cfg.clips.pose_sigma}")
     if cfg.model.gate_norm not in GATE_NORMS:
         raise ConfigError(f"--gate-norm must be one of {', '.join(GATE_NORMS)}")
+    if cfg.run.save_every < 0:
+        raise ConfigError(f"--save-every must be >= 0, got {cfg.run.save_every}")
     if cfg.run.feature_dtype not in ("float32", "float16"):
         raise ConfigError("--feature-dtype must be float32 or float16")
     if cfg.run.cache_features < 0:

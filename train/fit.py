@@ -556,7 +556,9 @@ class _Run:
             rng=models.capture_rng_state(),
             extra=extra,
         )
-        _link(self.last_path, os.path.join(self.out, f"epoch_{epoch:03d}.pt"))
+        every = self.cfg.run.save_every
+        if every and (epoch % every == 0 or epoch == self.schedule.epochs):
+            _link(self.last_path, os.path.join(self.out, f"epoch_{epoch:03d}.pt"))
         if improved:
             _link(self.last_path, os.path.join(self.out, "best.pt"))
 
