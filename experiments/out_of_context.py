@@ -498,29 +498,19 @@ def markdown(records: list[dict], meta: dict) -> str:
         )
     lines += [
         "",
-        "## Table 5 analogue: mean G per class, in context",
-        "",
-        "| model | lambda | " + " | ".join(classes) + " |",
-        "|---|---:|" + "---:|" * len(classes),
+        "## Table 5 analogue: mean G per class",
     ]
-    for key, rs in groups.items():
-        if rs[0]["mean_gate"]["in_context"] is None:
-            continue
-        cells = [
-            mean_spread([r["in_context"]["gate"]["per_class"].get(c) for r in rs], digits=3)
-            for c in classes
-        ]
-        lines.append(f"| {key[0]} | {lam(key)} | " + " | ".join(cells) + " |")
-    lines += ["", "Out of context:", ""]
-    lines += ["| model | lambda | " + " | ".join(classes) + " |", "|---|---:|" + "---:|" * len(classes)]  # fmt: skip
-    for key, rs in groups.items():
-        if rs[0]["mean_gate"]["in_context"] is None:
-            continue
-        cells = [
-            mean_spread([r["out_of_context"]["gate"]["per_class"].get(c) for r in rs], digits=3)
-            for c in classes
-        ]
-        lines.append(f"| {key[0]} | {lam(key)} | " + " | ".join(cells) + " |")
+    for part, label in (("in_context", "In context:"), ("out_of_context", "Out of context:")):
+        lines += ["", label, "", "| model | lambda | " + " | ".join(classes) + " |",
+                  "|---|---:|" + "---:|" * len(classes)]  # fmt: skip
+        for key, rs in groups.items():
+            if rs[0]["mean_gate"]["in_context"] is None:
+                continue
+            cells = [
+                mean_spread([r[part]["gate"]["per_class"].get(c) for r in rs], digits=3)
+                for c in classes
+            ]
+            lines.append(f"| {key[0]} | {lam(key)} | " + " | ".join(cells) + " |")
 
     seeds = sorted({r["seed"] for r in records})
     lines += [
@@ -572,8 +562,40 @@ def markdown(records: list[dict], meta: dict) -> str:
             f"{t['threshold']:.{digits}f} | "
             f"{'yes' if t['met'] else 'no, by ' + format(-t['margin'], f'.{digits}f')} |"
         )
-    lines.append("")
+    lines += ["", TUNING_NOTES]
     return "\n".join(lines)
+
+
+# Measured on the tuning data (`--tuning`: synth seeds 10/11, its own out-of-context set), seed 0,
+# with stage 1 at this script's defaults; no test set was read. Each row: one stage-2 run on the
+# same cached streams, evaluated on the tuning val / tuning out-of-context sets.
+TUNING_NOTES = """## How the defaults were chosen
+
+All choices were made on the tuning data (`--tuning`: `pipeline synth` seeds 10 and 11, with its
+own out-of-context set), never on the test sets of this page.
+
+- Pose input: the paper's whole-frame crop at a quarter of the 64 px input leaves the person
+  about 9 x 4 raster pixels; a person-centred crop (`--pose-crop person`, PoseC3D's PoseCompact)
+  at the same 16 px raised pose-only top-1 on the tuning val split from 47 / 30 % to 60 / 70 %
+  (2 seeds, 120 steps), and 70 % with sigma 1.0 (issue 12's measurement). 45 pose epochs with
+  the rate cut at 35 and 42 let the stream converge (train top-1 about 70 % at the end).
+- Stage 2 length and rate, one seed, top-1 in / out of context and mean gate in / out:
+
+| stage-2 run (tuning data) | in | out | mean G in / out |
+|---|---:|---:|---:|
+| IntegralAction, 120 epochs, lr 0.01 | 96.7 | 60.4 | 0.197 / 0.168 |
+| IntegralAction, 60 epochs, lr 0.03 (default) | 96.7 | 66.7 | 0.179 / 0.148 |
+| IntegralAction, 60 epochs, lr 0.05 | 96.7 | 66.7 | 0.158 / 0.127 |
+| IntegralAction lambda 5, 60 epochs, lr 0.03 | 96.7 | 68.8 | 0.128 / 0.098 |
+| no L_gate, 60 epochs, lr 0.03 | 96.7 | 37.5 | 0.513 / 0.514 |
+| no gate, 60 epochs, lr 0.03 | 96.7 | 39.6 | - |
+| BatchNorm gate (paper's text), 60 epochs, lr 0.03 | 96.7 | 37.5 | 0.469 / 0.468 |
+
+- Cached views (`--cache-features N`), 60 epochs at lr 0.01: 1 view 96.7 / 60.4, 2 views
+  96.7 / 60.4, 4 views 96.7 / 62.5, streaming fresh clips (no cache) 96.7 / 64.6; the mean gate
+  is the same to 0.001 (0.232 / 0.206). 4 views are one out-of-context video (2.1 points) below
+  streaming at a fraction of its cost; the default is 4.
+"""
 
 
 def plot_gates(records: list[dict], path: Path) -> None:
