@@ -1,0 +1,78 @@
+"""Where the gate opens, per class group, on the in-context test videos of an experiment run.
+
+    python experiments/gate_by_class.py --work /tmp/integralaction-ooc
+
+For each seed of an ``experiments/out_of_context.py`` run it reads the IntegralAction (lambda
+1.5) checkpoint and the val split's cached stream features, and prints, for the classes only
+the scene tells apart (0, 1) and those only motion tells apart (4, 5): the mean gate over all
+channels (what docs/results.md's Table 5 analogue reports), the gate weighted by the channels
+the classifier uses to separate the scene-only pair, the size of each stream's contribution to
+the fused features, and top-1 of the same head with the gate forced to 0, 0.5 or 1. It answers
+"does the classifier need the gate to open to read the scene?".
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from model import build_from_checkpoint, load_checkpoint
+from model.integral import frame_average_log_probs
+
+SCENE_ONLY, MOTION_ONLY = (0, 1), (4, 5)  # as experiments/out_of_context.py's classes
+
+
+def val_features(seed_dir: Path) -> dict:
+    """The val split's feature cache: the smaller of the two files (one view, 30 videos)."""
+    files = sorted((seed_dir / "features").glob("*.pt"), key=lambda p: p.stat().st_size)
+    return torch.load(files[0], weights_only=False)
+
+
+def probe(seed_dir: Path) -> None:
+    cache = val_features(seed_dir)
+    f_a, f_p, y = cache["f_a"].float()[:, 0], cache["f_p"].float()[:, 0], cache["labels"]
+    net = build_from_checkpoint(load_checkpoint(seed_dir / "integral_1.5" / "last.pt")).eval()
+    scene = (y == SCENE_ONLY[0]) | (y == SCENE_ONLY[1])
+    motion = (y == MOTION_ONLY[0]) | (y == MOTION_ONLY[1])
+    with torch.no_grad():
+        a, p = net.tcb_a(f_a), net.tcb_p(f_p)
+        g = torch.sigmoid(net.cgb(f_p))  # [N, T, C]
+        w = net.classifier.weight
+        sep = (w[SCENE_ONLY[0]] - w[SCENE_ONLY[1]]).abs()
+        sep = sep / sep.sum()
+        g_sep = (g * sep).sum(-1)
+        app = (g * a).norm(dim=-1).mean(1)
+        pose = ((1 - g) * p).norm(dim=-1).mean(1)
+        print(
+            f"{seed_dir.name}: mean G scene-only {g[scene].mean():.3f} motion-only "
+            f"{g[motion].mean():.3f} | G on the scene pair's channels {g_sep[scene].mean():.3f} / "
+            f"{g_sep[motion].mean():.3f} | |G A'| {app[scene].mean():.1f} / "
+            f"{app[motion].mean():.1f} | |(1-G) P'| {pose[scene].mean():.1f} / "
+            f"{pose[motion].mean():.1f}"
+        )
+        for name, fused in (
+            ("learnt gate", g * a + (1 - g) * p),
+            ("G = 0", p),
+            ("G = 0.5", 0.5 * (a + p)),
+            ("G = 1", a),
+        ):
+            right = (frame_average_log_probs(net.classifier(fused)).argmax(-1) == y).float()
+            print(
+                f"    {name:<12} top-1 all {100 * right.mean():5.1f}  scene-only "
+                f"{100 * right[scene].mean():5.1f}  motion-only {100 * right[motion].mean():5.1f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/integralaction-ooc"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for seed_dir in sorted(args.work.glob("seed*")):
+        probe(seed_dir)
+
+
+if __name__ == "__main__":
+    main()
