@@ -441,3 +441,43 @@ def test_killed_build_resumes_to_the_same_dataset(tmp_path, kinetics_raw):
         new_index = pq.read_table(out / split / "index.parquet").to_pylist()
         assert ref_index == new_index
         assert len({r["key"] for r in new_index}) == len(new_index)
+
+
+def test_shards_equal_the_float_render_then_quantise_path(kinetics_raw, tmp_path, monkeypatch):
+    """Issue 15.2 at build level: rendering straight into the stored dtypes writes the same bytes
+    as rendering float32 rasters and quantising them (the path before it), for every shard."""
+    from pipeline import raster
+    from pipeline.build import (
+        BuildOptions,
+        build_shard,
+        load_build_manifest,
+        plan_shards,
+        shard_context,
+    )
+
+    def float_then_quantise(keypoints, bones, out_hw, **params):
+        return raster.quantize_raster(
+            raster.render_clip(keypoints, bones, out_hw, **params), np.asarray(keypoints).shape[2]
+        )
+
+    def build(out: Path) -> dict[str, bytes]:
+        options = BuildOptions(
+            dataset="kinetics", videos=str(kinetics_raw / "videos"),
+            annotations=str(kinetics_raw / "annotations.csv"),
+            classes=str(kinetics_raw / "classes.txt"), pose="precomputed",
+            poses=str(kinetics_raw / "skeletons"), out=str(out), short_side=64,
+            samples_per_shard=3,
+        )  # fmt: skip
+        manifest = load_build_manifest(options)
+        ctx = shard_context(options, manifest)
+        for specs in plan_shards(manifest, options.seed, options.samples_per_shard, None).values():
+            for spec in specs:
+                build_shard(spec, ctx)
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.tar"))}
+
+    today = build(tmp_path / "quantised")
+    monkeypatch.setattr(raster, "render_clip_quantized", float_then_quantise)
+    before = build(tmp_path / "float")
+    assert len(today) >= 3 and any(name.startswith("train/raster-") for name in today)
+    assert today.keys() == before.keys()
+    assert [n for n in today if today[n] != before[n]] == []
