@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
+# The script's folder is on sys.path: the experiment's own class groups, not a copy.
+from out_of_context import MOTION_ONLY_CLASSES as MOTION_ONLY
+from out_of_context import SCENE_ONLY_CLASSES as SCENE_ONLY
+
 from model import build_from_checkpoint, load_checkpoint
 from model.integral import frame_average_log_probs
-
-SCENE_ONLY, MOTION_ONLY = (0, 1), (4, 5)  # as experiments/out_of_context.py's classes
 
 
 def val_features(seed_dir: Path) -> dict:
