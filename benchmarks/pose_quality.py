@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# benchmarks/pipeline.py would shadow the package when this runs as a script.
-sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+sys.path.insert(0, str(REPO))
 REAL = REPO / "tests" / "data" / "real"
 BIN = Path(sys.executable).parent
 CLIPS = (

@@ -20,6 +20,8 @@ from pipeline.build import (
     shard_context,
 )
 from pipeline.build.finalize import finalize
+from pipeline.shards import KINDS, ShardSetWriter, shard_name
+from pipeline.shards.reader import scan_tar
 from pipeline.synth import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,3 +97,19 @@ def test_only_the_format_package_imports_tarfile():
                 if "tarfile" in names:
                     offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def test_a_shard_set_without_samples_commits_valid_empty_tars(tmp_path, monkeypatch):
+    # The writer opens its TarWriters on the first sample (importing webdataset, and torch with
+    # it, costs seconds in a fresh Ray worker); a shard whose every video failed still gets one
+    # readable, empty tar per kind under its final name, and nothing is opened before that.
+    calls: Counter[str] = Counter()
+    _spy(monkeypatch, calls)
+    with ShardSetWriter(str(tmp_path / "train"), 7) as writer:
+        assert calls["TarWriter"] == 0
+        urls = writer.commit()
+    assert calls["TarWriter"] == len(KINDS)
+    assert sorted(Path(u).name for u in urls) == sorted(shard_name(k, 7) for k in KINDS)
+    for url in urls:
+        assert list(scan_tar(url)) == []
+    assert not [p for p in (tmp_path / "train").iterdir() if p.name.startswith(".")]

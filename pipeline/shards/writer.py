@@ -51,9 +51,17 @@ class ShardSetWriter:
         self._files = {
             k: storage.AtomicFile(storage.join(split_url, shard_name(k, number))) for k in kinds
         }
-        self._tars = {k: _tar_writer(self._files[k].file) for k in kinds}
+        self._tars: dict[str, Any] | None = None  # opened on first use: see _open_tars
         self.bytes = {k: 0 for k in kinds}
         self.keys: list[str] = []
+
+    def _open_tars(self) -> dict[str, Any]:
+        # Late, because the first TarWriter imports webdataset and with it torch: seconds of CPU
+        # in a fresh Ray worker, which a shard task then spends while the pose actor estimates
+        # its first videos instead of before it has sent the actor anything.
+        if self._tars is None:
+            self._tars = {k: _tar_writer(self._files[k].file) for k in self.kinds}
+        return self._tars
 
     def add(self, sample: Sample) -> int:
         """Add a sample to every shard kind; returns its payload bytes."""
@@ -63,19 +71,21 @@ class ShardSetWriter:
         """Add a sample whose members are already encoded (kind -> {extension: bytes}), e.g.
         copied from an existing shard; returns its payload bytes."""
         total = 0
+        tars = self._open_tars()
         for kind in self.kinds:
-            n = self._tars[kind].write({"__key__": key, **members[kind]})
+            n = tars[kind].write({"__key__": key, **members[kind]})
             self.bytes[kind] += n
             total += n
         self.keys.append(key)
         return total
 
     def _close_tars(self) -> None:
-        for tar in self._tars.values():
+        for tar in (self._tars or {}).values():
             tar.close()
 
     def commit(self) -> list[str]:
         """Close the tars and move them to their final names; returns the final URLs."""
+        self._open_tars()  # a shard whose every video failed is still a set of valid empty tars
         self._close_tars()
         for atomic in self._files.values():
             atomic.commit()
