@@ -556,6 +556,17 @@ def main() -> None:
         f"apart), its workers cold. {rounds_note}",
         markdown_table(["path", "ms per video", "marginal ms per video"], path_rows),
         markdown_table(["ratio", "measured", "target (issue 15)"], ratios),
+        "Each round's ratios, in the order of the table above: "
+        + "; ".join(
+            f"round {i + 1}: "
+            + ", ".join(
+                f"{v:.2f}"
+                for v in (r.one_cpu * n / floor, r.ray1_over_one, r.ray2_over_ray1)
+                + ((mp_rounds[i].ratio,) if mp_rounds else ())
+            )
+            for i, r in enumerate(rounds)
+        )
+        + ".",
     ]
     if mp_rounds:
         parts.append(
