@@ -258,14 +258,31 @@ def ray_build(options, cpus: int) -> tuple[float, MachineTime, dict[str, int], i
     return machine.wall, machine, summary.bytes_by_kind, summary.samples
 
 
+def steady_seconds_per_video(out: str, workers: int) -> float:
+    """Wall seconds per video of a finished build once started: from the times its shard
+    records were written (each as its shard task ends), (last - k-th) / the videos of the
+    shards that ended after the k-th, k = ``workers``. What comes before the k-th end (Ray's
+    scheduling of the first tasks, worker processes and their imports, the first shard's numba
+    cache load) is left out; the same reading for the one-process path and for Ray."""
+    from pipeline.build import ShardRecord
+    from pipeline.build.work import BUILD_DIR
+
+    ends = sorted(
+        (path.stat().st_mtime, len(ShardRecord.from_json(path.read_bytes()).index))
+        for path in Path(out, BUILD_DIR).glob("*/[0-9]*.json")
+    )
+    videos = sum(n for _, n in ends[workers:])
+    return (ends[-1][0] - ends[workers - 1][0]) / videos
+
+
 @dataclass
 class PrecomputedRound:
     """One round of the precomputed-pose measurements, all paths back to back, so that the
     ratios compare runs minutes apart at most (this VM's speed drifts by up to 2x in an hour)."""
 
     one_cpu: float  # CPU s per video, whole plan, one process
-    one: float  # marginal wall s per video, one process
-    ray: dict[int, float]  # workers -> marginal wall s per video
+    one: float  # wall s per video once started, one process
+    ray: dict[int, float]  # workers -> wall s per video once started
     ray_per_video: dict[int, float]  # workers -> wall s per video, whole build
     machine: dict[int, MachineTime]  # workers -> machine time of the whole build
     sizes: dict[str, int]
@@ -279,27 +296,24 @@ class PrecomputedRound:
         return self.ray[1] / self.ray[2]
 
 
-def precomputed_round(make: Callable[[str, int, int | None], Any], n: int, small: int,
-                      work: Path) -> PrecomputedRound:  # fmt: skip
-    """Marginal cost per video of each path: (time for all videos - time for ``small`` per
-    split) / the difference, so that fixed costs cancel (worker start-up and imports, the first
-    shard's numba cache load, Ray's scheduling of the first task)."""
-    n_small = 2 * small  # train and val
-    one_cpu, one_wall = one_process_seconds(make(str(work / "seq"), 1, None))
-    _, one_small_wall = one_process_seconds(make(str(work / "seq_small"), 1, small))
+def precomputed_round(
+    make: Callable[[str, int], Any], n: int, work: Path, reverse: bool = False
+) -> PrecomputedRound:
+    """Every path on all the videos, back to back, each read once started
+    (:func:`steady_seconds_per_video`); ``reverse`` runs them in the opposite order (Ray 2
+    workers, Ray 1 worker, one process), so that alternate rounds cancel a drift within a round."""
+    one_cpu = one = 0.0
     ray, per_video, machine, sizes = {}, {}, {}, {}
-    for workers in (1, 2):
-        seconds, machine[workers], sizes, samples = ray_build(
-            make(str(work / f"r{workers}"), workers, None), 2
-        )
-        small_seconds, _, _, small_samples = ray_build(
-            make(str(work / f"r{workers}s"), workers, small), 2
-        )
-        ray[workers] = (seconds - small_seconds) / (samples - small_samples)
-        per_video[workers] = seconds / samples
-    return PrecomputedRound(
-        one_cpu / n, (one_wall - one_small_wall) / (n - n_small), ray, per_video, machine, sizes
-    )
+    for path in (2, 1, 0) if reverse else (0, 1, 2):  # 0: one process, else Ray workers
+        out = str(work / f"path{path}")
+        if path == 0:
+            one_cpu, _ = one_process_seconds(make(out, 1))
+            one = steady_seconds_per_video(out, 1)
+            continue
+        seconds, machine[path], sizes, samples = ray_build(make(out, path), 2)
+        ray[path] = steady_seconds_per_video(out, path)
+        per_video[path] = seconds / samples
+    return PrecomputedRound(one_cpu / n, one, ray, per_video, machine, sizes)
 
 
 def median_range(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -374,18 +388,25 @@ class MediapipeRound:
         return self.model_wall / self.build
 
 
-def mediapipe_round(setup: MediapipeSetup) -> MediapipeRound:
-    """The pose model alone (a fresh estimator, as the actor starts with) and then the build."""
+def mediapipe_round(setup: MediapipeSetup, reverse: bool = False) -> MediapipeRound:
+    """The pose model alone (a fresh estimator, as the actor starts with) and the build; the
+    build first when ``reverse``."""
     from pipeline.pose import create_estimator
 
-    estimator = create_estimator("mediapipe")
-    estimator.estimate(setup.videos[0].pose_frames[:2])  # the model bundle, a first landmarker
-    cpu, wall = time.process_time(), time.perf_counter()
-    for video in setup.videos:
-        estimator.estimate(video.pose_frames)
-    model_cpu, model_wall = time.process_time() - cpu, time.perf_counter() - wall
-    del estimator
-    build_wall, machine, sizes, _ = ray_build(setup.options, 2)
+    def model_alone() -> tuple[float, float]:
+        estimator = create_estimator("mediapipe")
+        estimator.estimate(setup.videos[0].pose_frames[:2])  # the model bundle, a landmarker
+        cpu, wall = time.process_time(), time.perf_counter()
+        for video in setup.videos:
+            estimator.estimate(video.pose_frames)
+        return time.process_time() - cpu, time.perf_counter() - wall
+
+    if reverse:
+        build_wall, machine, sizes, _ = ray_build(setup.options, 2)
+        model_cpu, model_wall = model_alone()
+    else:
+        model_cpu, model_wall = model_alone()
+        build_wall, machine, sizes, _ = ray_build(setup.options, 2)
     return MediapipeRound(model_wall, model_cpu, build_wall, machine, sizes)
 
 
@@ -423,6 +444,9 @@ def main() -> None:
     parser.add_argument("--skip-mediapipe", action="store_true")
     parser.add_argument("--write", type=Path, help="markdown file to update (docs/benchmarks.md)")
     args = parser.parse_args()
+    if args.videos < 6 * args.samples_per_shard:
+        # Two workers need shards left after each has ended its first, for a rate once started.
+        parser.error("--videos must be at least 6 x --samples-per-shard")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     from report import cpu_model, load_note, markdown_table, write_section
@@ -447,30 +471,28 @@ def main() -> None:
         limit_name, time_limit = decode_limit()
         decode_rows = decode_table(real_videos + synth_videos[:1], args.repeat, time_limit)
 
-        def precomputed(out: str, workers: int, limit: int | None) -> BuildOptions:
+        def precomputed(out: str, workers: int) -> BuildOptions:
             return BuildOptions(
                 dataset="kinetics", videos=str(raw / "videos"),
                 annotations=str(raw / "annotations.csv"), classes=str(raw / "classes.txt"),
                 pose="precomputed", poses=str(raw / "skeletons"), out=out,
                 num_workers=workers, samples_per_shard=args.samples_per_shard, overwrite=True,
-                limit=limit,
             )  # fmt: skip
 
         print("warm-up (numba kernels, imports) ...", flush=True)
-        one_process_seconds(precomputed(str(work / "warm"), 1, None))
+        one_process_seconds(precomputed(str(work / "warm"), 1))
         print("floor ...", flush=True)
-        steps = floor_seconds(precomputed(str(work / "floor"), 1, None))
+        steps = floor_seconds(precomputed(str(work / "floor"), 1))
         floor = sum(steps.values())
-        small = max(1, args.videos // 8)  # per split: train and val are half each
         mp_setup = None if args.skip_mediapipe else mediapipe_setup(work)
         rounds: list[PrecomputedRound] = []
         mp_rounds: list[MediapipeRound] = []
         for number in range(args.rounds):
             print(f"round {number + 1} of {args.rounds}: precomputed builds ...", flush=True)
-            rounds.append(precomputed_round(precomputed, n, small, work))
+            rounds.append(precomputed_round(precomputed, n, work, reverse=number % 2 == 1))
             if mp_setup is not None:
                 print(f"round {number + 1} of {args.rounds}: mediapipe ...", flush=True)
-                mp_rounds.append(mediapipe_round(mp_setup))
+                mp_rounds.append(mediapipe_round(mp_setup, reverse=number % 2 == 1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()[0]
@@ -493,9 +515,9 @@ def main() -> None:
     ratios = [
         ["one process (CPU) / floor, per video",
          median_range([r.one_cpu * n / floor for r in rounds]), "<= 1.25"],
-        ["Ray 1 worker / one process, marginal rate",
+        ["Ray 1 worker / one process, rate once started",
          median_range([r.ray1_over_one for r in rounds]), ">= 0.95"],
-        ["Ray 2 workers / Ray 1 worker, marginal rate",
+        ["Ray 2 workers / Ray 1 worker, rate once started",
          median_range([r.ray2_over_ray1 for r in rounds]), ">= 1.7"],
     ]  # fmt: skip
     machine = [
@@ -523,7 +545,8 @@ def main() -> None:
     command = "python benchmarks/build_throughput.py " + " ".join(sys.argv[1:])
     rounds_note = (
         f"{args.rounds} rounds; in each, every path ran back to back (one process, Ray 1 "
-        "worker, Ray 2 workers, then the mediapipe model and build), each ratio was taken "
+        "worker, Ray 2 workers, then the mediapipe model and build; every second round in the "
+        "opposite order), each ratio was taken "
         "within its round, and the table gives the median over rounds with the range in "
         "brackets: this VM's speed drifts by up to 2x within an hour, which comparing runs "
         "far apart turns into false ratios."
@@ -550,11 +573,14 @@ def main() -> None:
         f"shards of {args.samples_per_shard}. The floor: each necessary step timed alone, CPU "
         "ms per video:",
         markdown_table(["step", "ms per video"], floor_rows),
-        "The build against it, ms per video: over all videos, and marginal: (time for all "
-        f"videos - time for {2 * small} of them) / the difference, so that fixed costs cancel "
-        "(worker start-up, imports). Ray is started before each timed build (its start-up "
-        f"apart), its workers cold. {rounds_note}",
-        markdown_table(["path", "ms per video", "marginal ms per video"], path_rows),
+        "The build against it, ms per video: over the whole build (wall, or CPU where "
+        "marked), and once started: from the times the shard records were written (each as its "
+        "shard task ends), (last end - the k-th end) / the videos of the shards that ended "
+        "after the k-th, k = the number of workers, so that start-up (worker processes and "
+        "their imports, the first shard's numba cache load, Ray's scheduling of the first "
+        "tasks) is left out, the same reading for every path. Ray is started before each timed "
+        f"build (its start-up apart), its workers cold. {rounds_note}",
+        markdown_table(["path", "ms per video", "once started, ms per video"], path_rows),
         markdown_table(["ratio", "measured", "target (issue 15)"], ratios),
         "Each round's ratios, in the order of the table above: "
         + "; ".join(
