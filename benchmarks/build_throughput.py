@@ -552,7 +552,7 @@ def main() -> None:
         "far apart turns into false ratios."
     )
     parts = [
-        "## Pipeline: build throughput and decode speed",
+        "## Pipeline: build throughput and decode speed (`benchmarks/build_throughput.py`)",
         f"`{command.strip()}` on {datetime.date.today()}, {cpu_model()}, {os.cpu_count()} "
         f"cores, Python {platform.python_version()}; {load_note(load_before, load_after, 2)}. "
         "Stride 2, short side 256, one thread per library. Decode: frames/s of the whole "
