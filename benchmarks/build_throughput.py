@@ -47,6 +47,11 @@ sys.path.insert(0, str(REPO))
 REAL = REPO / "tests" / "data" / "real"
 
 
+def real_clips() -> list[Path]:
+    """The real test clips (tests/data/real), in name order."""
+    return sorted(p for p in REAL.iterdir() if p.suffix in (".mp4", ".avi"))
+
+
 # ---------------------------------------------------------------------------------- decode
 
 
@@ -164,18 +169,19 @@ def floor_seconds(options) -> dict[str, float]:
     return steps
 
 
-def one_process_seconds(options) -> tuple[float, float]:
-    """(CPU, wall) seconds of the build's public ``build_shard`` over its plan, no Ray."""
+def one_process_cpu(options) -> float:
+    """CPU seconds of the build's public ``build_shard`` over its plan, no Ray (its wall time
+    once started is read from the shard records: :func:`steady_seconds_per_video`)."""
     from pipeline.build import build_shard, load_build_manifest, plan_shards, shard_context
 
     manifest = load_build_manifest(options)
     ctx = shard_context(options, manifest)
     plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
     specs = [s for v in plan.values() for s in v]
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu = time.process_time()
     for spec in specs:
         build_shard(spec, ctx)
-    return time.process_time() - cpu, time.perf_counter() - wall
+    return time.process_time() - cpu
 
 
 # ----------------------------------------------------------------------- machine accounting
@@ -240,9 +246,9 @@ class MachineTime:
         return cls(groups, (stat[7] - start[1][7]) / tick, idle, wall - start[2])
 
 
-def ray_build(options, cpus: int) -> tuple[float, MachineTime, dict[str, int], int]:
-    """(wall s, machine time, bytes per kind, samples) of `pipeline build` on a Ray started
-    beforehand with ``cpus`` CPUs (its start-up is not timed; its workers start cold)."""
+def ray_build(options, cpus: int) -> tuple[MachineTime, dict[str, int], int]:
+    """(machine time, its wall included; bytes per kind; samples) of `pipeline build` on a Ray
+    started beforehand with ``cpus`` CPUs (its start-up is not timed; its workers start cold)."""
     import ray
 
     from pipeline.build import build
@@ -255,7 +261,7 @@ def ray_build(options, cpus: int) -> tuple[float, MachineTime, dict[str, int], i
         machine = MachineTime.since(start)
     finally:
         ray.shutdown()
-    return machine.wall, machine, summary.bytes_by_kind, summary.samples
+    return machine, summary.bytes_by_kind, summary.samples
 
 
 def steady_seconds_per_video(out: str, workers: int) -> float:
@@ -307,12 +313,12 @@ def precomputed_round(
     for path in (2, 1, 0) if reverse else (0, 1, 2):  # 0: one process, else Ray workers
         out = str(work / f"path{path}")
         if path == 0:
-            one_cpu, _ = one_process_seconds(make(out, 1))
+            one_cpu = one_process_cpu(make(out, 1))
             one = steady_seconds_per_video(out, 1)
             continue
-        seconds, machine[path], sizes, samples = ray_build(make(out, path), 2)
+        machine[path], sizes, samples = ray_build(make(out, path), 2)
         ray[path] = steady_seconds_per_video(out, path)
-        per_video[path] = seconds / samples
+        per_video[path] = machine[path].wall / samples
     return PrecomputedRound(one_cpu / n, one, ray, per_video, machine, sizes)
 
 
@@ -345,7 +351,7 @@ def mediapipe_setup(work: Path) -> MediapipeSetup:
     from pipeline.pose import create_estimator
     from pipeline.video import decode_video
 
-    clips = sorted(p for p in REAL.iterdir() if p.suffix in (".mp4", ".avi"))
+    clips = real_clips()
     # The frames the build gives the model (source size where the stored ones are upscaled).
     native_cpu, videos = _cpu(lambda: [decode_video(str(c), 2, 256, True) for c in clips])
     stored_cpu, _ = _cpu(lambda: [decode_video(str(c), 2, 256, False) for c in clips])
@@ -379,9 +385,12 @@ def mediapipe_setup(work: Path) -> MediapipeSetup:
 class MediapipeRound:
     model_wall: float  # the pose model alone on the build's frames, one process
     model_cpu: float
-    build: float  # wall of the one-worker build, Ray started
-    machine: MachineTime
+    machine: MachineTime  # of the one-worker build, Ray started; its wall is the build's
     sizes: dict[str, int]
+
+    @property
+    def build(self) -> float:
+        return self.machine.wall
 
     @property
     def ratio(self) -> float:
@@ -402,12 +411,12 @@ def mediapipe_round(setup: MediapipeSetup, reverse: bool = False) -> MediapipeRo
         return time.process_time() - cpu, time.perf_counter() - wall
 
     if reverse:
-        build_wall, machine, sizes, _ = ray_build(setup.options, 2)
+        machine, sizes, _ = ray_build(setup.options, 2)
         model_cpu, model_wall = model_alone()
     else:
         model_cpu, model_wall = model_alone()
-        build_wall, machine, sizes, _ = ray_build(setup.options, 2)
-    return MediapipeRound(model_wall, model_cpu, build_wall, machine, sizes)
+        machine, sizes, _ = ray_build(setup.options, 2)
+    return MediapipeRound(model_wall, model_cpu, machine, sizes)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -465,7 +474,7 @@ def main() -> None:
                      width=340, height=256, seed=0)  # fmt: skip
         synth_videos = sorted((raw / "videos").glob("*.mp4"))
         n = len(synth_videos)
-        real_videos = sorted(p for p in REAL.iterdir() if p.suffix in (".mp4", ".avi"))
+        real_videos = real_clips()
 
         print("decode ...", flush=True)
         limit_name, time_limit = decode_limit()
@@ -480,7 +489,7 @@ def main() -> None:
             )  # fmt: skip
 
         print("warm-up (numba kernels, imports) ...", flush=True)
-        one_process_seconds(precomputed(str(work / "warm"), 1))
+        one_process_cpu(precomputed(str(work / "warm"), 1))
         print("floor ...", flush=True)
         steps = floor_seconds(precomputed(str(work / "floor"), 1))
         floor = sum(steps.values())
