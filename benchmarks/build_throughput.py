@@ -252,9 +252,11 @@ def ray_build(options, cpus: int) -> tuple[MachineTime, dict[str, int], int]:
     import ray
 
     from pipeline.build import build
+    from pipeline.build.runner import local_ray_system_config
 
+    # Started as the build starts its own local Ray (same system config), only earlier.
     ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False,
-             log_to_driver=False)  # fmt: skip
+             log_to_driver=False, _system_config=local_ray_system_config())  # fmt: skip
     try:
         start = MachineTime.snapshot()
         summary = build(options, show_progress=False)

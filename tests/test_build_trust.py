@@ -174,3 +174,39 @@ def test_a_local_build_prints_no_ray_start_up_noise(tmp_path, raw):
     assert "Token authentication" not in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr
     assert proc.stderr.strip() == "", proc.stderr
+
+
+_WORKER_PRIORITY = """
+import os
+
+import ray
+
+from pipeline.build import BuildOptions
+from pipeline.build.runner import ShardRunner
+
+os.nice(3)  # as under `nice -n 3 pipeline build ...`
+runner = ShardRunner(BuildOptions(dataset="kinetics", videos="v", out="o", num_workers=1))
+runner.start()
+try:
+    worker = ray.get(ray.remote(num_cpus=1)(lambda: os.nice(0)).remote())
+    print(os.nice(0), worker)
+finally:
+    runner.close()
+"""
+
+
+@pytest.mark.parametrize(("ray_env", "expected"), [({}, 3), ({"RAY_worker_niceness": "15"}, 18)])
+def test_a_local_build_runs_its_workers_at_the_priority_it_was_started_with(
+    tmp_path, ray_env, expected
+):
+    # Ray's default starts workers 15 niceness steps below their driver; the local Ray of a
+    # build keeps the driver's (a one-worker build then runs as fast as one process), unless
+    # the user sets Ray's own variable.
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"} | ray_env
+    proc = subprocess.run(
+        [str(BIN / "python"), "-c", _WORKER_PRIORITY],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    driver, worker = map(int, proc.stdout.split()[-2:])
+    assert (driver, worker) == (3, expected)

@@ -24,11 +24,34 @@ from .options import BuildError, BuildOptions
 from .plan import ShardSpec
 from .work import ShardContext, build_shard, retry_shard
 
-__all__ = ["ShardRunner", "shard_task_options", "pose_actor_options", "RayPose"]
+__all__ = [
+    "ShardRunner",
+    "shard_task_options",
+    "pose_actor_options",
+    "RayPose",
+    "local_ray_system_config",
+]
 
 # Loggers whose start-up messages a user of a local build does not need (Ray's notice that it
 # turned token authentication on for the local instance, its "Started a local Ray instance").
 _QUIET_LOGGERS = ("ray", "ray._private", "ray._private.authentication.authentication_token_setup")
+
+
+def local_ray_system_config() -> dict[str, Any]:
+    """Ray system config of the local Ray a build starts for itself: its workers keep the
+    driver's priority.
+
+    Ray starts workers 15 niceness steps below the process that starts them, so that busy
+    workers cannot starve the raylet on a shared node. A local Ray started by one build runs only
+    that build, and its raylet needs a few percent of a core; at nice 15 the shard tasks lost CPU
+    to everything else on the machine, Ray's own daemons included, and a one-worker build ran
+    5-10 % slower than the same shards in one process (docs/benchmarks.md, "Pipeline"). At the
+    driver's priority, ``nice pipeline build ...`` still makes a whole build yield to other work.
+    ``RAY_worker_niceness`` in the environment, when set, is Ray's to apply and wins.
+    """
+    if "RAY_worker_niceness" in os.environ:
+        return {}
+    return {"worker_niceness": 0}
 
 
 def shard_task_options(options: BuildOptions) -> dict[str, Any]:
@@ -179,6 +202,7 @@ class ShardRunner:
                     num_cpus=self.workers * (2 if self.uses_actor else 1),
                     include_dashboard=False,
                     configure_logging=False,
+                    _system_config=local_ray_system_config(),
                     **common,
                 )
             finally:
