@@ -13,6 +13,8 @@ Measures, in one run, on the same videos:
     raster compression), summed;
   - the one-process path: the build's public ``build_shard`` over its own plan, no Ray;
   - `pipeline build` on Ray at 1 and 2 workers, Ray started beforehand (start-up apart);
+  - paired: Ray at 1 worker while the one-process path runs beside it, rates over the same
+    seconds (immune to the machine's drift);
   and the ratios between them;
 - a mediapipe build of the real footage (tests/data/real): the pose model's own frames/s on the
   frames the build gives it, against the build's at one worker; the landmarker's set-up per
@@ -266,21 +268,80 @@ def ray_build(options, cpus: int) -> tuple[MachineTime, dict[str, int], int]:
     return machine, summary.bytes_by_kind, summary.samples
 
 
+def _record_ends(out: str) -> list[tuple[float, int]]:
+    """(time written, videos) of each shard record of a finished build, in time order."""
+    from pipeline.build import ShardRecord
+    from pipeline.build.work import BUILD_DIR
+
+    return sorted(
+        (path.stat().st_mtime, len(ShardRecord.from_json(path.read_bytes()).index))
+        for path in Path(out, BUILD_DIR).glob("*/[0-9]*.json")
+    )
+
+
 def steady_seconds_per_video(out: str, workers: int) -> float:
     """Wall seconds per video of a finished build once started: from the times its shard
     records were written (each as its shard task ends), (last - k-th) / the videos of the
     shards that ended after the k-th, k = ``workers``. What comes before the k-th end (Ray's
     scheduling of the first tasks, worker processes and their imports, the first shard's numba
     cache load) is left out; the same reading for the one-process path and for Ray."""
-    from pipeline.build import ShardRecord
-    from pipeline.build.work import BUILD_DIR
-
-    ends = sorted(
-        (path.stat().st_mtime, len(ShardRecord.from_json(path.read_bytes()).index))
-        for path in Path(out, BUILD_DIR).glob("*/[0-9]*.json")
-    )
+    ends = _record_ends(out)
     videos = sum(n for _, n in ends[workers:])
     return (ends[-1][0] - ends[workers - 1][0]) / videos
+
+
+def _one_process_loop(options, log: str, ready: Any, stop: Any) -> None:
+    """The one-process side of :func:`paired_ray1_over_one`, in a process of its own:
+    ``build_shard`` over the plan, again and again until ``stop``, logging each shard's end."""
+    from pipeline.build import build_shard, load_build_manifest, plan_shards, shard_context
+
+    manifest = load_build_manifest(options)
+    ctx = shard_context(options, manifest)
+    plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
+    specs = [s for v in plan.values() for s in v]
+    build_shard(specs[0], ctx)  # imports and the numba cache, as a warm worker has them
+    ready.set()
+    with open(log, "w") as f:
+        while not stop.is_set():
+            for spec in specs:
+                build_shard(spec, ctx)
+                f.write(f"{time.time()} {len(spec.items)}\n")
+                f.flush()
+                if stop.is_set():
+                    break
+
+
+def paired_ray1_over_one(make: Callable[[str, int], Any], work: Path) -> float:
+    """Ray at one worker against the one-process path, both running at the same time (one
+    core each): the one-process rate over the Ray build's time once started (the first shard's
+    end to the last's) divided by the Ray rate over the same time. A drift of the machine's
+    speed hits both alike, so it cancels; run one after the other, it does not."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = spawn.Event(), spawn.Event()
+    log, ray_out = work / "paired-one.log", str(work / "paired-ray")
+    child = spawn.Process(
+        target=_one_process_loop, args=(make(str(work / "paired-one"), 1), str(log), ready, stop)
+    )
+    child.start()
+    try:
+        if not ready.wait(600):
+            raise RuntimeError("the one-process side of the paired run did not start")
+        ray_build(make(ray_out, 1), 2)
+    finally:
+        stop.set()
+        child.join()
+    ends = _record_ends(ray_out)
+    first, last = ends[0][0], ends[-1][0]
+    ray = (last - first) / sum(n for _, n in ends[1:])
+    rows = [(float(t), int(n)) for t, n in (line.split() for line in log.read_text().splitlines())]
+    before = [t for t, _ in rows if t <= first]
+    inside = [(t, n) for t, n in rows if first < t <= last]
+    if not before or not inside:
+        raise RuntimeError("the one-process side of the paired run did not overlap the Ray build")
+    one = (inside[-1][0] - before[-1]) / sum(n for _, n in inside)
+    return one / ray
 
 
 @dataclass
@@ -294,6 +355,12 @@ class PrecomputedRound:
     ray_per_video: dict[int, float]  # workers -> wall s per video, whole build
     machine: dict[int, MachineTime]  # workers -> machine time of the whole build
     sizes: dict[str, int]
+    paired: float  # Ray 1 worker / one process, both at once (paired_ray1_over_one)
+    floor: dict[str, float]  # step -> CPU s per video, timed beside the one-process path
+
+    @property
+    def one_over_floor(self) -> float:
+        return self.one_cpu / sum(self.floor.values())
 
     @property
     def ray1_over_one(self) -> float:
@@ -309,19 +376,28 @@ def precomputed_round(
 ) -> PrecomputedRound:
     """Every path on all the videos, back to back, each read once started
     (:func:`steady_seconds_per_video`); ``reverse`` runs them in the opposite order (Ray 2
-    workers, Ray 1 worker, one process), so that alternate rounds cancel a drift within a round."""
+    workers, Ray 1 worker, one process), so that alternate rounds cancel a drift within a round.
+    The floor's steps are timed right before the one-process path (right after it when
+    reversed), and the paired reading ends the round."""
     one_cpu = one = 0.0
+    floor: dict[str, float] = {}
     ray, per_video, machine, sizes = {}, {}, {}, {}
     for path in (2, 1, 0) if reverse else (0, 1, 2):  # 0: one process, else Ray workers
         out = str(work / f"path{path}")
         if path == 0:
+            if not reverse:
+                floor = floor_seconds(make(str(work / "floor"), 1))
             one_cpu = one_process_cpu(make(out, 1))
             one = steady_seconds_per_video(out, 1)
+            if reverse:
+                floor = floor_seconds(make(str(work / "floor"), 1))
             continue
         machine[path], sizes, samples = ray_build(make(out, path), 2)
         ray[path] = steady_seconds_per_video(out, path)
         per_video[path] = machine[path].wall / samples
-    return PrecomputedRound(one_cpu / n, one, ray, per_video, machine, sizes)
+    paired = paired_ray1_over_one(make, work)
+    floor = {step: sec / n for step, sec in floor.items()}
+    return PrecomputedRound(one_cpu / n, one, ray, per_video, machine, sizes, paired, floor)
 
 
 def median_range(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -492,9 +568,6 @@ def main() -> None:
 
         print("warm-up (numba kernels, imports) ...", flush=True)
         one_process_cpu(precomputed(str(work / "warm"), 1))
-        print("floor ...", flush=True)
-        steps = floor_seconds(precomputed(str(work / "floor"), 1))
-        floor = sum(steps.values())
         mp_setup = None if args.skip_mediapipe else mediapipe_setup(work)
         rounds: list[PrecomputedRound] = []
         mp_rounds: list[MediapipeRound] = []
@@ -509,14 +582,18 @@ def main() -> None:
     load_after = os.getloadavg()[0]
 
     ms = "{:.0f}"
-    floor_rows = [[name, f"{1000 * sec / n:.1f}"] for name, sec in steps.items()]
-    floor_rows.append(["**floor (sum)**", f"**{1000 * floor / n:.1f}**"])
 
-    def per_video(values: list[float]) -> str:
-        return median_range([1000 * v for v in values], ms)
+    def per_video(values: list[float], fmt: str = ms) -> str:
+        return median_range([1000 * v for v in values], fmt)
+
+    floor_rows = [
+        [step, per_video([r.floor[step] for r in rounds], "{:.1f}")] for step in FLOOR_STEPS
+    ]
+    floor_sums = [sum(r.floor.values()) for r in rounds]
+    floor_rows.append(["**floor (sum)**", f"**{per_video(floor_sums, '{:.1f}')}**"])
 
     path_rows = [
-        ["floor: the steps above, summed (CPU)", f"{1000 * floor / n:.0f}", ""],
+        ["floor: the steps above, summed (CPU)", per_video(floor_sums), ""],
         ["one process, build_shard, CPU", per_video([r.one_cpu for r in rounds]), ""],
         ["one process, build_shard, wall", "", per_video([r.one for r in rounds])],
         *[[f"pipeline build, {w} worker(s), wall (Ray started)",
@@ -525,9 +602,11 @@ def main() -> None:
     ]  # fmt: skip
     ratios = [
         ["one process (CPU) / floor, per video",
-         median_range([r.one_cpu * n / floor for r in rounds]), "<= 1.25"],
+         median_range([r.one_over_floor for r in rounds]), "<= 1.25"],
         ["Ray 1 worker / one process, rate once started",
          median_range([r.ray1_over_one for r in rounds]), ">= 0.95"],
+        ["Ray 1 worker / one process, both at once (paired, drift cancels)",
+         median_range([r.paired for r in rounds]), ">= 0.95"],
         ["Ray 2 workers / Ray 1 worker, rate once started",
          median_range([r.ray2_over_ray1 for r in rounds]), ">= 1.7"],
     ]  # fmt: skip
@@ -555,12 +634,17 @@ def main() -> None:
 
     command = "python benchmarks/build_throughput.py " + " ".join(sys.argv[1:])
     rounds_note = (
-        f"{args.rounds} rounds; in each, every path ran back to back (one process, Ray 1 "
-        "worker, Ray 2 workers, then the mediapipe model and build; every second round in the "
+        f"{args.rounds} rounds; in each, every path ran back to back (the floor's steps, one "
+        "process, Ray 1 worker, Ray 2 workers, then the mediapipe model and build; every second "
+        "round in the "
         "opposite order), each ratio was taken "
         "within its round, and the table gives the median over rounds with the range in "
         "brackets: this VM's speed drifts by up to 2x within an hour, which comparing runs "
-        "far apart turns into false ratios."
+        "far apart turns into false ratios. The paired reading ends each round: the "
+        "one-process path in a process of its own and a Ray one-worker build running at the "
+        "same time, one core each, each rate taken over the same seconds (the Ray build's, "
+        "once started), so that a drift of the machine's speed hits both alike. Ray starts its "
+        "workers at the driver's priority (pipeline/build/runner.py: local_ray_system_config)."
     )
     parts = [
         "## Pipeline: build throughput and decode speed (`benchmarks/build_throughput.py`)",
@@ -582,7 +666,7 @@ def main() -> None:
         ),  # fmt: skip
         f"Precomputed-pose build of {n} synthetic 340x256 videos of {args.frames} frames, "
         f"shards of {args.samples_per_shard}. The floor: each necessary step timed alone, CPU "
-        "ms per video:",
+        "ms per video (in each round, right beside the one-process path):",
         markdown_table(["step", "ms per video"], floor_rows),
         "The build against it, ms per video: over the whole build (wall, or CPU where "
         "marked), and once started: from the times the shard records were written (each as its "
@@ -598,7 +682,7 @@ def main() -> None:
             f"round {i + 1}: "
             + ", ".join(
                 f"{v:.2f}"
-                for v in (r.one_cpu * n / floor, r.ray1_over_one, r.ray2_over_ray1)
+                for v in (r.one_over_floor, r.ray1_over_one, r.paired, r.ray2_over_ray1)
                 + ((mp_rounds[i].ratio,) if mp_rounds else ())
             )
             for i, r in enumerate(rounds)
