@@ -27,10 +27,14 @@ def frames_and_crops(draw):
     x0 = draw(st.integers(0, w - cw))
     size = draw(st.sampled_from([16, 32, 48, 64]))
     flip = draw(st.booleans())
-    # Marked pixel well inside the crop, so its blob is not cut by the crop border.
-    margin = max(2, int(np.ceil(cw / size)) + 1, int(np.ceil(ch / size)) + 1)
-    mx = draw(st.integers(x0 + margin, x0 + cw - 1 - margin))
-    my = draw(st.integers(y0 + margin, y0 + ch - 1 - margin))
+    # Marked pixel well inside the crop, so its blob is not cut by the crop border. The
+    # antialiasing kernel spans (crop side / output side) source pixels along each axis, so
+    # each axis has its own margin (one margin from the longer side left no room along a
+    # narrow crop: a 16-px-wide, 120-px-high crop at size 16).
+    margin_x = max(2, int(np.ceil(cw / size)) + 1)
+    margin_y = max(2, int(np.ceil(ch / size)) + 1)
+    mx = draw(st.integers(x0 + margin_x, x0 + cw - 1 - margin_x))
+    my = draw(st.integers(y0 + margin_y, y0 + ch - 1 - margin_y))
     return (h, w), Crop(x0, y0, cw, ch, size, flip), (mx, my)
 
 
