@@ -15,6 +15,8 @@ Measures, in one run, on the same videos:
   - `pipeline build` on Ray at 1 and 2 workers, Ray started beforehand (start-up apart);
   - paired: Ray at 1 worker while the one-process path runs beside it, rates over the same
     seconds (immune to the machine's drift);
+  - two plain one-process loops at once against one alone, no Ray: what two cores of the
+    machine give over one, the ceiling of Ray at 2 workers;
   and the ratios between them;
 - a mediapipe build of the real footage (tests/data/real): the pose model's own frames/s on the
   frames the build gives it, against the build's at one worker; the landmarker's set-up per
@@ -335,13 +337,58 @@ def paired_ray1_over_one(make: Callable[[str, int], Any], work: Path) -> float:
     ends = _record_ends(ray_out)
     first, last = ends[0][0], ends[-1][0]
     ray = (last - first) / sum(n for _, n in ends[1:])
+    return _loop_seconds_per_video(log, first, last) / ray
+
+
+def _loop_seconds_per_video(log: Path, start: float, end: float) -> float:
+    """Wall seconds per video of a :func:`_one_process_loop` log over ``[start, end]``: from its
+    last shard end before ``start`` to its last inside."""
     rows = [(float(t), int(n)) for t, n in (line.split() for line in log.read_text().splitlines())]
-    before = [t for t, _ in rows if t <= first]
-    inside = [(t, n) for t, n in rows if first < t <= last]
+    before = [t for t, _ in rows if t <= start]
+    inside = [(t, n) for t, n in rows if start < t <= end]
     if not before or not inside:
-        raise RuntimeError("the one-process side of the paired run did not overlap the Ray build")
-    one = (inside[-1][0] - before[-1]) / sum(n for _, n in inside)
-    return one / ray
+        raise RuntimeError(f"{log.name}: no shard ended before and within the timed seconds")
+    return (inside[-1][0] - before[-1]) / sum(n for _, n in inside)
+
+
+def two_plain_over_one(make: Callable[[str, int], Any], work: Path, seconds: float = 20.0) -> float:
+    """This machine's own ceiling for two workers, no Ray: one :func:`_one_process_loop` alone
+    for ``seconds``, then two at once for as long; their summed rate over the one's. Where two
+    cores do not give twice the work of one (a VM's shared caches, memory bandwidth, a host's
+    hyperthreads), Ray at two workers cannot either."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+
+    def loops(n: int) -> list[float]:
+        ready, stop = [spawn.Event() for _ in range(n)], spawn.Event()
+        logs = [work / f"plain-{n}-{i}.log" for i in range(n)]
+        children = [
+            spawn.Process(
+                target=_one_process_loop,
+                args=(make(str(work / f"plain-{n}-{i}"), 1), str(logs[i]), ready[i], stop),
+            )
+            for i in range(n)
+        ]
+        for child in children:
+            child.start()
+        try:
+            if not all(event.wait(600) for event in ready):
+                raise RuntimeError("a plain one-process loop did not start")
+            # Timing starts once every loop has ended a shard (a rate needs an end before it).
+            while not all(log.exists() and log.stat().st_size for log in logs):
+                time.sleep(0.05)
+            start = time.time()
+            time.sleep(seconds)
+            end = time.time()
+        finally:
+            stop.set()
+            for child in children:
+                child.join()
+        return [_loop_seconds_per_video(log, start, end) for log in logs]
+
+    (alone,) = loops(1)
+    return sum(alone / each for each in loops(2))
 
 
 @dataclass
@@ -357,6 +404,7 @@ class PrecomputedRound:
     sizes: dict[str, int]
     paired: float  # Ray 1 worker / one process, both at once (paired_ray1_over_one)
     floor: dict[str, float]  # step -> CPU s per video, timed beside the one-process path
+    two_plain: float  # two plain processes / one, no Ray (two_plain_over_one)
 
     @property
     def one_over_floor(self) -> float:
@@ -396,8 +444,11 @@ def precomputed_round(
         ray[path] = steady_seconds_per_video(out, path)
         per_video[path] = machine[path].wall / samples
     paired = paired_ray1_over_one(make, work)
+    two_plain = two_plain_over_one(make, work)
     floor = {step: sec / n for step, sec in floor.items()}
-    return PrecomputedRound(one_cpu / n, one, ray, per_video, machine, sizes, paired, floor)
+    return PrecomputedRound(
+        one_cpu / n, one, ray, per_video, machine, sizes, paired, floor, two_plain
+    )
 
 
 def median_range(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -609,6 +660,8 @@ def main() -> None:
          median_range([r.paired for r in rounds]), ">= 0.95"],
         ["Ray 2 workers / Ray 1 worker, rate once started",
          median_range([r.ray2_over_ray1 for r in rounds]), ">= 1.7"],
+        ["two plain processes / one, no Ray (this machine's ceiling for the row above)",
+         median_range([r.two_plain for r in rounds]), ""],
     ]  # fmt: skip
     machine = [
         machine_rows(f"precomputed, {w} worker(s)", [r.machine[w] for r in rounds]) for w in (1, 2)
@@ -643,7 +696,9 @@ def main() -> None:
         "far apart turns into false ratios. The paired reading ends each round: the "
         "one-process path in a process of its own and a Ray one-worker build running at the "
         "same time, one core each, each rate taken over the same seconds (the Ray build's, "
-        "once started), so that a drift of the machine's speed hits both alike. Ray starts its "
+        "once started), so that a drift of the machine's speed hits both alike; then two plain "
+        "one-process loops (no Ray), one alone for 20 s and two at once for 20 s: what two "
+        "cores of this machine give over one. Ray starts its "
         "workers at the driver's priority (pipeline/build/runner.py: local_ray_system_config)."
     )
     parts = [
@@ -682,7 +737,13 @@ def main() -> None:
             f"round {i + 1}: "
             + ", ".join(
                 f"{v:.2f}"
-                for v in (r.one_over_floor, r.ray1_over_one, r.paired, r.ray2_over_ray1)
+                for v in (
+                    r.one_over_floor,
+                    r.ray1_over_one,
+                    r.paired,
+                    r.ray2_over_ray1,
+                    r.two_plain,
+                )
                 + ((mp_rounds[i].ratio,) if mp_rounds else ())
             )
             for i, r in enumerate(rounds)
