@@ -28,6 +28,7 @@ One thread per library everywhere (OMP/MKL/numba), so that one worker is one cor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 
@@ -41,7 +42,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -124,9 +125,17 @@ def _cpu(fn) -> tuple[float, object]:
 FLOOR_STEPS = ("decode", "pose file", "rasters", "JPEG", "compression")
 
 
+def _planned_shards(options) -> tuple[Any, list[Any]]:
+    """(shard context, every planned shard spec) of a build, as ``pipeline build`` plans it."""
+    from pipeline.build import load_build_manifest, plan_shards, shard_context
+
+    manifest = load_build_manifest(options)
+    plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
+    return shard_context(options, manifest), [s for v in plan.values() for s in v]
+
+
 def floor_seconds(options) -> dict[str, float]:
     """CPU seconds of each necessary step over every planned video, each step timed alone."""
-    from pipeline.build import load_build_manifest, plan_shards, shard_context
     from pipeline.persons import select_persons
     from pipeline.pose.precomputed import load_precomputed
     from pipeline.raster import render_clip_quantized
@@ -134,54 +143,48 @@ def floor_seconds(options) -> dict[str, float]:
     from pipeline.skeletons import convert_keypoints, get_layout
     from pipeline.video import decode_video
 
-    manifest = load_build_manifest(options)
-    ctx = shard_context(options, manifest)
-    plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
+    ctx, specs = _planned_shards(options)
     layout = get_layout(ctx.layout)
     params = ctx.raster
     steps = dict.fromkeys(FLOOR_STEPS, 0.0)
-    for specs in plan.values():
-        for spec in specs:
-            for item in spec.items:
-                t, video = _cpu(lambda i=item: decode_video(i.source, 2, 256))
-                steps["decode"] += t
-                h, w = video.frames.shape[1:3]
-                t, (kp, source, tracked) = _cpu(
-                    lambda i=item, v=video, hw=(h, w): load_precomputed(
-                        i,
-                        kept_indices=v.frame_indices,
-                        source_frames=v.source_frames,
-                        fps=v.fps,
-                        source_hw=(v.source_height, v.source_width),
-                        stored_hw=hw,
-                    )
+    for spec in specs:
+        for item in spec.items:
+            t, video = _cpu(lambda i=item: decode_video(i.source, 2, 256))
+            steps["decode"] += t
+            h, w = video.frames.shape[1:3]
+            t, (kp, source, tracked) = _cpu(
+                lambda i=item, v=video, hw=(h, w): load_precomputed(
+                    i,
+                    kept_indices=v.frame_indices,
+                    source_frames=v.source_frames,
+                    fps=v.fps,
+                    source_hw=(v.source_height, v.source_width),
+                    stored_hw=hw,
                 )
-                steps["pose file"] += t
-                kp = select_persons(
-                    convert_keypoints(kp, source, layout.name), 5, tracked, params.score_threshold
+            )
+            steps["pose file"] += t
+            kp = select_persons(
+                convert_keypoints(kp, source, layout.name), 5, tracked, params.score_threshold
+            )
+            t, (heat, paf) = _cpu(
+                lambda k=kp, hw=(h // 4, w // 4): render_clip_quantized(
+                    k, layout.bones, hw, scale=params.scale
                 )
-                t, (heat, paf) = _cpu(
-                    lambda k=kp, hw=(h // 4, w // 4): render_clip_quantized(
-                        k, layout.bones, hw, scale=params.scale
-                    )
-                )
-                steps["rasters"] += t
-                t, _ = _cpu(lambda v=video: encode_rgb(v.frames, v.frame_indices))
-                steps["JPEG"] += t
-                t, _ = _cpu(lambda a=heat, b=paf: encode_raster(a, b))
-                steps["compression"] += t
+            )
+            steps["rasters"] += t
+            t, _ = _cpu(lambda v=video: encode_rgb(v.frames, v.frame_indices))
+            steps["JPEG"] += t
+            t, _ = _cpu(lambda a=heat, b=paf: encode_raster(a, b))
+            steps["compression"] += t
     return steps
 
 
 def one_process_cpu(options) -> float:
     """CPU seconds of the build's public ``build_shard`` over its plan, no Ray (its wall time
     once started is read from the shard records: :func:`steady_seconds_per_video`)."""
-    from pipeline.build import build_shard, load_build_manifest, plan_shards, shard_context
+    from pipeline.build import build_shard
 
-    manifest = load_build_manifest(options)
-    ctx = shard_context(options, manifest)
-    plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
-    specs = [s for v in plan.values() for s in v]
+    ctx, specs = _planned_shards(options)
     cpu = time.process_time()
     for spec in specs:
         build_shard(spec, ctx)
@@ -295,12 +298,9 @@ def steady_seconds_per_video(out: str, workers: int) -> float:
 def _one_process_loop(options, log: str, ready: Any, stop: Any) -> None:
     """The one-process side of :func:`paired_ray1_over_one`, in a process of its own:
     ``build_shard`` over the plan, again and again until ``stop``, logging each shard's end."""
-    from pipeline.build import build_shard, load_build_manifest, plan_shards, shard_context
+    from pipeline.build import build_shard
 
-    manifest = load_build_manifest(options)
-    ctx = shard_context(options, manifest)
-    plan = plan_shards(manifest, options.seed, options.samples_per_shard, options.limit)
-    specs = [s for v in plan.values() for s in v]
+    ctx, specs = _planned_shards(options)
     build_shard(specs[0], ctx)  # imports and the numba cache, as a warm worker has them
     ready.set()
     with open(log, "w") as f:
@@ -313,27 +313,45 @@ def _one_process_loop(options, log: str, ready: Any, stop: Any) -> None:
                     break
 
 
+@contextlib.contextmanager
+def _running_loops(
+    make: Callable[[str, int], Any], work: Path, names: list[str]
+) -> Iterator[list[Path]]:
+    """Run one :func:`_one_process_loop` per name, each in a spawned process with its own output
+    folder; yield their logs once every loop is warm and has ended a shard (a rate needs an end
+    before the timed seconds); stop and join them on exit."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = [spawn.Event() for _ in names], spawn.Event()
+    logs = [work / f"{name}.log" for name in names]
+    children = [
+        spawn.Process(target=_one_process_loop,
+                      args=(make(str(work / name), 1), str(log), event, stop))
+        for name, log, event in zip(names, logs, ready, strict=True)
+    ]  # fmt: skip
+    for child in children:
+        child.start()
+    try:
+        if not all(event.wait(600) for event in ready):
+            raise RuntimeError("a one-process loop did not start")
+        while not all(log.exists() and log.stat().st_size for log in logs):
+            time.sleep(0.05)
+        yield logs
+    finally:
+        stop.set()
+        for child in children:
+            child.join()
+
+
 def paired_ray1_over_one(make: Callable[[str, int], Any], work: Path) -> float:
     """Ray at one worker against the one-process path, both running at the same time (one
     core each): the one-process rate over the Ray build's time once started (the first shard's
     end to the last's) divided by the Ray rate over the same time. A drift of the machine's
     speed hits both alike, so it cancels; run one after the other, it does not."""
-    import multiprocessing
-
-    spawn = multiprocessing.get_context("spawn")
-    ready, stop = spawn.Event(), spawn.Event()
-    log, ray_out = work / "paired-one.log", str(work / "paired-ray")
-    child = spawn.Process(
-        target=_one_process_loop, args=(make(str(work / "paired-one"), 1), str(log), ready, stop)
-    )
-    child.start()
-    try:
-        if not ready.wait(600):
-            raise RuntimeError("the one-process side of the paired run did not start")
+    ray_out = str(work / "paired-ray")
+    with _running_loops(make, work, ["paired-one"]) as (log,):
         ray_build(make(ray_out, 1), 2)
-    finally:
-        stop.set()
-        child.join()
     ends = _record_ends(ray_out)
     first, last = ends[0][0], ends[-1][0]
     ray = (last - first) / sum(n for _, n in ends[1:])
@@ -356,35 +374,12 @@ def two_plain_over_one(make: Callable[[str, int], Any], work: Path, seconds: flo
     for ``seconds``, then two at once for as long; their summed rate over the one's. Where two
     cores do not give twice the work of one (a VM's shared caches, memory bandwidth, a host's
     hyperthreads), Ray at two workers cannot either."""
-    import multiprocessing
-
-    spawn = multiprocessing.get_context("spawn")
 
     def loops(n: int) -> list[float]:
-        ready, stop = [spawn.Event() for _ in range(n)], spawn.Event()
-        logs = [work / f"plain-{n}-{i}.log" for i in range(n)]
-        children = [
-            spawn.Process(
-                target=_one_process_loop,
-                args=(make(str(work / f"plain-{n}-{i}"), 1), str(logs[i]), ready[i], stop),
-            )
-            for i in range(n)
-        ]
-        for child in children:
-            child.start()
-        try:
-            if not all(event.wait(600) for event in ready):
-                raise RuntimeError("a plain one-process loop did not start")
-            # Timing starts once every loop has ended a shard (a rate needs an end before it).
-            while not all(log.exists() and log.stat().st_size for log in logs):
-                time.sleep(0.05)
+        with _running_loops(make, work, [f"plain-{n}-{i}" for i in range(n)]) as logs:
             start = time.time()
             time.sleep(seconds)
             end = time.time()
-        finally:
-            stop.set()
-            for child in children:
-                child.join()
         return [_loop_seconds_per_video(log, start, end) for log in logs]
 
     (alone,) = loops(1)
@@ -689,9 +684,7 @@ def main() -> None:
     rounds_note = (
         f"{args.rounds} rounds; in each, every path ran back to back (the floor's steps, one "
         "process, Ray 1 worker, Ray 2 workers, then the mediapipe model and build; every second "
-        "round in the "
-        "opposite order), each ratio was taken "
-        "within its round, and the table gives the median over rounds with the range in "
+        "round in the opposite order), each ratio was taken within its round, and the table gives the median over rounds with the range in "
         "brackets: this VM's speed drifts by up to 2x within an hour, which comparing runs "
         "far apart turns into false ratios. The paired reading ends each round: the "
         "one-process path in a process of its own and a Ray one-worker build running at the "
