@@ -9,11 +9,18 @@ channels (what docs/results.md's Table 5 analogue reports), the gate weighted by
 the classifier uses to separate the scene-only pair, the size of each stream's contribution to
 the fused features, and top-1 of the same head with the gate forced to 0, 0.5 or 1. It answers
 "does the classifier need the gate to open to read the scene?".
+
+It also prints, per class, the mean gate and the mean norm of the pose features F_P that drive
+it, on the videos whose person is visible and on those where it is hidden (synth.json), and the
+correlation over visible videos between a video's mean gate and log ||F_P||. The gate is a
+linear function of the raw F_P, so L_gate closes it most where F_P is largest: "does the gate
+follow what pose can decide, or only how strongly the pose stream responds?".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -30,6 +37,31 @@ def val_features(seed_dir: Path) -> dict:
     """The val split's feature cache: the smaller of the two files (one view, 30 videos)."""
     files = sorted((seed_dir / "features").glob("*.pt"), key=lambda p: p.stat().st_size)
     return torch.load(files[0], weights_only=False)
+
+
+def hidden_person(seed_dir: Path, keys: list[str]) -> torch.Tensor:
+    """Per cached video: True where the synthetic video hides or cuts off its person."""
+    meta = json.loads((seed_dir.parent / "raw_in_context" / "synth.json").read_text())
+    hidden = {v["key"]: v["hidden"] is not None for v in meta["videos"]}
+    return torch.tensor([hidden[k] for k in keys])
+
+
+def gate_and_pose_norm(seed_dir: Path, g: torch.Tensor, f_p: torch.Tensor, y, keys) -> None:
+    """Per class: mean gate and mean ||F_P|| (visible persons; hidden pooled), and how the gate
+    of visible videos follows log ||F_P||."""
+    hidden = hidden_person(seed_dir, keys)
+    g_video, norm = g.mean((1, 2)), f_p.norm(dim=-1).mean(1)
+    cells = []
+    for c in range(int(y.max()) + 1):
+        m = (y == c) & ~hidden
+        cells.append(f"{c}: {g_video[m].mean():.2f} / {norm[m].mean():.0f}")
+    visible = ~hidden
+    r = torch.corrcoef(torch.stack([g_video[visible], norm[visible].log()]))[0, 1]
+    print(
+        f"    per class, visible person: mean G / ||F_P||  {'  '.join(cells)}  | hidden "
+        f"{g_video[hidden].mean():.2f} / {norm[hidden].mean():.1f}  | corr(G, log ||F_P||) "
+        f"over visible videos {r:+.2f}"
+    )
 
 
 def probe(seed_dir: Path) -> None:
@@ -54,6 +86,7 @@ def probe(seed_dir: Path) -> None:
             f"{app[motion].mean():.1f} | |(1-G) P'| {pose[scene].mean():.1f} / "
             f"{pose[motion].mean():.1f}"
         )
+        gate_and_pose_norm(seed_dir, g, f_p, y, cache["keys"])
         for name, fused in (
             ("learnt gate", g * a + (1 - g) * p),
             ("G = 0", p),
