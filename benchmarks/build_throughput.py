@@ -11,7 +11,8 @@ Measures, in one run, on the same videos:
   - the floor: the steps a video cannot do without, each timed alone in CPU seconds (our decode
     at the build's stride and size, reading the pose file, rendering the rasters, JPEG encoding,
     raster compression), summed;
-  - the one-process path: the build's public ``build_shard`` over its own plan, no Ray;
+  - the one-process path: the build's public ``build_shard`` over its own plan, no Ray, in a
+    new process of its own (as a Ray worker is) after one warm-up shard;
   - `pipeline build` on Ray at 1 and 2 workers, Ray started beforehand (start-up apart);
   - paired: Ray at 1 worker while the one-process path runs beside it, rates over the same
     seconds (immune to the machine's drift);
@@ -189,6 +190,29 @@ def one_process_cpu(options) -> float:
     for spec in specs:
         build_shard(spec, ctx)
     return time.process_time() - cpu
+
+
+def _fresh_one_process_cpu(options) -> float:
+    """:func:`one_process_cpu` in the process :func:`_in_spawned_process` starts, after one
+    warm-up shard (imports, the numba cache), as a Ray worker has them once started."""
+    from pipeline.build import build_shard
+
+    ctx, specs = _planned_shards(options)
+    build_shard(specs[0], ctx)
+    return one_process_cpu(options)
+
+
+def _in_spawned_process(fn: Callable[..., float], *args: Any) -> float:
+    """``fn(*args)`` in a new spawned process. The one-process path runs there, not in this
+    long-lived process, because this one synthesised the videos: its heap is grown already, and
+    it takes no page faults per video where any new process (a Ray worker included) takes
+    260-3,100 (glibc handing freed memory back and faulting it in again), 3-9 % of the CPU."""
+    import concurrent.futures
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        return pool.submit(fn, *args).result()
 
 
 # ----------------------------------------------------------------------- machine accounting
@@ -430,7 +454,7 @@ def precomputed_round(
         if path == 0:
             if not reverse:
                 floor = floor_seconds(make(str(work / "floor"), 1))
-            one_cpu = one_process_cpu(make(out, 1))
+            one_cpu = _in_spawned_process(_fresh_one_process_cpu, make(out, 1))
             one = steady_seconds_per_video(out, 1)
             if reverse:
                 floor = floor_seconds(make(str(work / "floor"), 1))
@@ -721,8 +745,11 @@ def main() -> None:
         "shard task ends), (last end - the k-th end) / the videos of the shards that ended "
         "after the k-th, k = the number of workers, so that start-up (worker processes and "
         "their imports, the first shard's numba cache load, Ray's scheduling of the first "
-        "tasks) is left out, the same reading for every path. Ray is started before each timed "
-        f"build (its start-up apart), its workers cold. {rounds_note}",
+        "tasks) is left out, the same reading for every path. The one-process path runs in a "
+        "new process of its own after one warm-up shard, so that its allocator starts as a Ray "
+        "worker's does (this benchmark's own process synthesised the videos and takes no page "
+        "faults per video, where a new process takes 260-3,100). Ray is started before each "
+        f"timed build (its start-up apart), its workers cold. {rounds_note}",
         markdown_table(["path", "ms per video", "once started, ms per video"], path_rows),
         markdown_table(["ratio", "measured", "target (issue 15)"], ratios),
         "Each round's ratios, in the order of the table above: "
