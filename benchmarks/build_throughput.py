@@ -180,26 +180,20 @@ def floor_seconds(options) -> dict[str, float]:
     return steps
 
 
-def one_process_cpu(options) -> float:
+def one_process_cpu(options, warm_up: bool = False) -> float:
     """CPU seconds of the build's public ``build_shard`` over its plan, no Ray (its wall time
-    once started is read from the shard records: :func:`steady_seconds_per_video`)."""
+    once started is read from the shard records: :func:`steady_seconds_per_video`);
+    ``warm_up`` builds the first shard once before timing (imports, the numba cache), as a Ray
+    worker has them once started."""
     from pipeline.build import build_shard
 
     ctx, specs = _planned_shards(options)
+    if warm_up:
+        build_shard(specs[0], ctx)
     cpu = time.process_time()
     for spec in specs:
         build_shard(spec, ctx)
     return time.process_time() - cpu
-
-
-def _fresh_one_process_cpu(options) -> float:
-    """:func:`one_process_cpu` in the process :func:`_in_spawned_process` starts, after one
-    warm-up shard (imports, the numba cache), as a Ray worker has them once started."""
-    from pipeline.build import build_shard
-
-    ctx, specs = _planned_shards(options)
-    build_shard(specs[0], ctx)
-    return one_process_cpu(options)
 
 
 def _in_spawned_process(fn: Callable[..., float], *args: Any) -> float:
@@ -454,7 +448,7 @@ def precomputed_round(
         if path == 0:
             if not reverse:
                 floor = floor_seconds(make(str(work / "floor"), 1))
-            one_cpu = _in_spawned_process(_fresh_one_process_cpu, make(out, 1))
+            one_cpu = _in_spawned_process(one_process_cpu, make(out, 1), True)
             one = steady_seconds_per_video(out, 1)
             if reverse:
                 floor = floor_seconds(make(str(work / "floor"), 1))

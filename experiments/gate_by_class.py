@@ -50,12 +50,12 @@ def gate_and_pose_norm(seed_dir: Path, g: torch.Tensor, f_p: torch.Tensor, y, ke
     """Per class: mean gate and mean ||F_P|| (visible persons; hidden pooled), and how the gate
     of visible videos follows log ||F_P||."""
     hidden = hidden_person(seed_dir, keys)
+    visible = ~hidden
     g_video, norm = g.mean((1, 2)), f_p.norm(dim=-1).mean(1)
     cells = []
     for c in range(int(y.max()) + 1):
-        m = (y == c) & ~hidden
+        m = (y == c) & visible
         cells.append(f"{c}: {g_video[m].mean():.2f} / {norm[m].mean():.0f}")
-    visible = ~hidden
     r = torch.corrcoef(torch.stack([g_video[visible], norm[visible].log()]))[0, 1]
     print(
         f"    per class, visible person: mean G / ||F_P||  {'  '.join(cells)}  | hidden "
