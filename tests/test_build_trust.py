@@ -210,3 +210,54 @@ def test_a_local_build_runs_its_workers_at_the_priority_it_was_started_with(
     assert proc.returncode == 0, proc.stderr
     driver, worker = map(int, proc.stdout.split()[-2:])
     assert (driver, worker) == (3, expected)
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.5, 10.0])
+def test_progress_ticks_batch_within_an_interval_and_lose_no_video(interval):
+    from pipeline.build.runner import ProgressTicks
+
+    now = [0.0]
+    sent: list[tuple[float, int]] = []
+    ticks = ProgressTicks(lambda n: sent.append((now[0], n)), interval, clock=lambda: now[0])
+    for _ in range(37):  # a video every 0.13 s
+        now[0] += 0.13
+        ticks()
+    ticks.flush()
+    ticks.flush()  # nothing left: no empty update
+    assert sum(n for _, n in sent) == 37
+    assert all(n > 0 for _, n in sent)
+    times = [t for t, _ in sent]
+    # At most one update per interval (the final flush aside); one per video at interval 0.
+    assert all(b - a >= interval - 1e-9 for a, b in zip(times[:-2], times[1:-1], strict=True))
+    assert len(sent) == {0.0: 37, 0.5: 10, 10.0: 1}[interval]
+
+
+def test_the_progress_bar_of_a_ray_build_counts_every_video(tmp_path, raw, monkeypatch):
+    """The shard tasks send their counts in batches; the bar still ends at the total."""
+    from pipeline.build import BuildOptions, build
+    from pipeline.build import runner as runner_module
+
+    closed: list[tuple[int, int]] = []
+    make_bar = runner_module.progress_bar
+
+    def recording_bar(*args, **kwargs):
+        bar = make_bar(*args, **kwargs)
+        close = bar.close
+
+        def close_and_record() -> None:
+            closed.append((bar.n, bar.total))
+            close()
+
+        bar.close = close_and_record
+        return bar
+
+    monkeypatch.setattr(runner_module, "progress_bar", recording_bar)
+    options = BuildOptions(
+        dataset="kinetics", videos=str(raw / "videos"), annotations=str(raw / "annotations.csv"),
+        classes=str(raw / "classes.txt"), pose="precomputed", poses=str(raw / "skeletons"),
+        out=str(tmp_path / "out"), num_workers=2, samples_per_shard=2, short_side=64,
+    )  # fmt: skip
+    summary = build(options, show_progress=True)
+    videos = len(_annotations(raw))
+    assert summary.samples == videos
+    assert closed and set(closed) == {(videos, videos)}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import storage
@@ -30,6 +32,7 @@ __all__ = [
     "pose_actor_options",
     "RayPose",
     "local_ray_system_config",
+    "ProgressTicks",
 ]
 
 # Loggers whose start-up messages a user of a local build does not need (Ray's notice that it
@@ -81,22 +84,58 @@ class RayPose:
         return ray.get(handle)
 
 
+class ProgressTicks:
+    """A shard task's videos-done counter: ``send(n)`` (the progress actor's ``add.remote``) at
+    most once per ``interval`` seconds, and for what is left on :meth:`flush`.
+
+    One actor call per video cost the worker 0.3 ms and the actor 0.55 ms of CPU (a local Ray,
+    2,000 calls), against about 155 ms of work per 340x256 video. With two workers on two cores
+    that CPU comes out of the workers; a progress bar needs no more than a few updates a second.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[int], Any],
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.send = send
+        self.interval = interval
+        self.clock = clock
+        self.pending = 0
+        self.sent_at = clock()
+
+    def __call__(self) -> None:
+        self.pending += 1
+        if self.clock() - self.sent_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> Any:
+        """Send what is pending; returns what ``send`` returned (None when nothing was)."""
+        sent = self.send(self.pending) if self.pending else None
+        self.pending = 0
+        self.sent_at = self.clock()
+        return sent
+
+
 def _remote_shard(
     spec: ShardSpec, ctx: ShardContext, actor: Any, progress: Any, retry: bool = False
 ) -> dict[str, Any]:
     """The shard task: build (or retry) one shard with the actor as pose client."""
+    import ray
+
     from .state import read_record
 
     pose = RayPose(actor) if actor is not None else None
-
-    def tick() -> None:
-        progress.add.remote(1)
-
+    tick = ProgressTicks(progress.add.remote)
     previous = read_record(ctx.out, spec.split, spec.number) if retry else None
     if previous is not None:
         record = retry_shard(spec, ctx, previous, pose, on_video=tick)
     else:
         record = build_shard(spec, ctx, pose, on_video=tick)
+    last = tick.flush()
+    if last is not None:
+        ray.get(last)  # counted before the task returns: the driver's count has the whole shard
     return {
         "split": record.split,
         "shard": record.shard,
