@@ -252,6 +252,8 @@ def test_the_progress_bar_of_a_ray_build_counts_every_video(tmp_path, raw, monke
         return bar
 
     monkeypatch.setattr(runner_module, "progress_bar", recording_bar)
+    # In this process, as every in-process Ray of the tests: Ray keeps the first auth mode it saw.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     options = BuildOptions(
         dataset="kinetics", videos=str(raw / "videos"), annotations=str(raw / "annotations.csv"),
         classes=str(raw / "classes.txt"), pose="precomputed", poses=str(raw / "skeletons"),
