@@ -343,6 +343,8 @@ def _running_loops(
     spawn = multiprocessing.get_context("spawn")
     ready, stop = [spawn.Event() for _ in names], spawn.Event()
     logs = [work / f"{name}.log" for name in names]
+    for log in logs:  # a previous round's log would pass for this one's first shard end
+        log.unlink(missing_ok=True)
     children = [
         spawn.Process(target=_one_process_loop,
                       args=(make(str(work / name), 1), str(log), event, stop))
