@@ -1,0 +1,218 @@
+"""Stage-2 head variants on an experiment run's cached features: which gate ranks the classes?
+
+    python experiments/gate_head_variants.py --work /tmp/integralaction-ooc-tuning \
+        raw wd=0.01 centered=0.3 direction=5 dropout-classifier=0.5
+
+For each seed of an ``experiments/out_of_context.py`` run, this script trains the IntegralAction
+(lambda 1.5) head again (TCBs, gate, classifier; the streams stay frozen) on the run's cached
+training views. It uses the run's own stage-2 settings, read from
+``seed<N>/integral_1.5/config.json`` (epochs, lr, batch, weight decay, lambda, seed), and changes
+one thing per variant:
+
+- ``raw``: nothing. Its rows should match the run's own ``train eval`` reports, printed as ``run``.
+- ``scalar``: one gate value per frame for all channels instead of one per channel, so the
+  classifier cannot read the scene through a few open channels while the rest stay shut.
+- ``wd=X``: weight decay X on the head.
+- ``centered=EPS``: the gate reads ``(F_P - mean_c F_P) / (sd_c F_P + EPS)``, each frame's pose
+  features centred and scaled over channels. EPS = 0 is a layer norm without affine. A larger EPS
+  leaves a hidden person's near-zero F_P near zero, so its gate stays at sigmoid(bias).
+- ``direction=C``: the gate reads ``F_P * sqrt(C_P) / (||F_P|| + C)``, plus ``||F_P|| / (||F_P|| + C)``
+  as one more input: the direction and the presence of the pose features, each given its own input.
+- ``dropout-classifier=P`` / ``dropout-appearance=P``: dropout before the classifier or on F'_A.
+
+Per seed and variant it prints:
+- top-1 in and out of context (the test clips cached by ``train eval``);
+- the mean gate;
+- the Table 5 reading (scene-only minus motion-only classes' mean gate, in context), over all
+  videos and over visible persons only;
+- the per-class gate of visible persons;
+- the hidden persons' gate.
+
+Run it on the tuning run (``out_of_context.py --tuning``). A variant chosen on the test sets'
+reading would be chosen on them (docs/model.md, "Gate").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from out_of_context import MOTION_ONLY_CLASSES as MOTION_ONLY
+from out_of_context import SCENE_ONLY_CLASSES as SCENE_ONLY
+from torch import Tensor, nn
+
+import model as models
+from model.integral import HEAD_INIT_STD
+from model.streams import init_non_resnet_
+from train.features import FeatureSet, feature_batches
+
+VARIANTS = (
+    "raw",
+    "scalar",
+    "wd",
+    "centered",
+    "direction",
+    "dropout-classifier",
+    "dropout-appearance",
+)
+RUN_DIR = "integral_1.5"  # the stage-2 run whose settings and reports are reproduced
+
+
+def load_features(folder: Path, views: int | None = None) -> FeatureSet:
+    """The newest cache in ``folder`` (with ``views`` views, if given)."""
+    for path in sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
+        feats = FeatureSet.from_dict(torch.load(path, weights_only=False))
+        if views is None or feats.views == views:
+            return feats
+    raise SystemExit(
+        f"error: no feature cache{f' with {views} views' if views else ''} in {folder}"
+    )
+
+
+class GateInput(nn.Module):
+    """The gate block reading a transform of F_P instead of F_P itself."""
+
+    def __init__(self, cgb: nn.Module, kind: str, value: float) -> None:
+        super().__init__()
+        self.cgb, self.kind, self.value = cgb, kind, value
+        if kind == "direction":  # one more input channel: the presence
+            old = cgb.conv
+            cgb.conv = nn.Conv1d(old.in_channels + 1, old.out_channels, 1)
+            init_non_resnet_(cgb.conv, std=HEAD_INIT_STD)
+
+    def forward(self, f_p: Tensor) -> Tensor:
+        if self.kind == "centered":
+            mean, sd = f_p.mean(-1, keepdim=True), f_p.std(-1, keepdim=True)
+            return self.cgb((f_p - mean) / (sd + self.value))
+        norm = f_p.norm(dim=-1, keepdim=True)
+        presence = norm / (norm + self.value)
+        direction = f_p * math.sqrt(f_p.shape[-1]) / (norm + self.value)
+        # The presence on the direction's per-channel scale, so neither input dwarfs the other.
+        return self.cgb(torch.cat([direction, presence * math.sqrt(f_p.shape[-1]) / 8], -1))
+
+
+def parse_variant(text: str) -> tuple[str, float]:
+    kind, _, value = text.partition("=")
+    if kind not in VARIANTS or (kind not in ("raw", "scalar")) != bool(value):
+        raise SystemExit(
+            f"error: variant {text!r}: use raw, scalar, or NAME=X with NAME one of {', '.join(VARIANTS[2:])}"
+        )
+    return kind, float(value or 0)
+
+
+def build_head(seed_dir: Path, settings: dict, kind: str, value: float) -> nn.Module:
+    torch.manual_seed(settings["run"]["seed"])
+    m = settings["model"]
+    net = models.build_integral_from_stage1(m["init_appearance"], m["init_pose"], "integral")
+    if kind == "scalar":
+        old = net.cgb.conv
+        net.cgb.conv = nn.Conv1d(old.in_channels, 1, 1)
+        init_non_resnet_(net.cgb.conv, std=HEAD_INIT_STD)
+    elif kind in ("centered", "direction"):
+        net.cgb = GateInput(net.cgb, kind, value)
+    elif kind == "dropout-classifier":
+        net.classifier = nn.Sequential(nn.Dropout(value), net.classifier)
+    elif kind == "dropout-appearance":
+        net.tcb_a = nn.Sequential(net.tcb_a, nn.Dropout(value))
+    return net
+
+
+def train_head(net: nn.Module, feats: FeatureSet, settings: dict, weight_decay: float) -> None:
+    """Stage 2 on cached views, as ``train fit --cache-features`` runs it (stage2 schedule)."""
+    o, seed, lam = settings["optim"], settings["run"]["seed"], settings["model"]["gate_weight"]
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=weight_decay)
+    epochs = o["epochs"]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [epochs // 2, epochs * 3 // 4], 0.1)
+    steps = math.ceil(len(feats) / o["batch_size"])
+    net.train()
+    for epoch in range(epochs):
+        for f_a, f_p, y in feature_batches(feats, o["batch_size"], steps, seed, epoch, 0):
+            out = net.head(f_a, f_p)
+            loss = F.nll_loss(out["logits"], y) + lam * F.softplus(out["gate_logits"]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    net.eval()
+
+
+@torch.no_grad()
+def predict(net: nn.Module, feats: FeatureSet) -> dict[str, tuple[int, float, int]]:
+    """Per video: (predicted class over its cached test clips, mean gate, label)."""
+    out = {}
+    for i, key in enumerate(feats.keys):
+        res = net.head(feats.f_a[i].float(), feats.f_p[i].float())  # the clips as a batch
+        probs = res["logits"].exp().mean(0)
+        out[key] = (int(probs.argmax()), float(res["gate"].mean()), int(feats.labels[i]))
+    return out
+
+
+def reading(in_ctx: dict, out_ctx: dict, hidden: dict[str, bool], classes: int) -> str:
+    def gate(which, visible_only: bool) -> float:
+        values = [
+            g for k, (_, g, y) in in_ctx.items() if y in which and not (visible_only and hidden[k])
+        ]
+        return statistics.mean(values) if values else math.nan
+
+    def top1(res: dict) -> float:
+        return 100 * statistics.mean(p == y for p, _, y in res.values())
+
+    every = list(in_ctx.values()) + list(out_ctx.values())
+    hidden_g = [g for k, (_, g, _) in {**in_ctx, **out_ctx}.items() if hidden[k]]
+    per_class = " ".join(f"{gate((c,), True):.2f}" for c in range(classes))
+    return (
+        f"top-1 in {top1(in_ctx):5.1f} out {top1(out_ctx):5.1f} | "
+        f"G {statistics.mean(g for _, g, _ in every):.3f} | "
+        f"Table 5 all {gate(SCENE_ONLY, False) - gate(MOTION_ONLY, False):+.3f} "
+        f"visible {gate(SCENE_ONLY, True) - gate(MOTION_ONLY, True):+.3f} | "
+        f"visible per class {per_class} | hidden {statistics.mean(hidden_g):.2f}"
+    )
+
+
+def run_report(seed_dir: Path, part: str) -> tuple[dict, dict[str, bool]]:
+    """The run's own ``train eval`` report: (predicted, gate, label) per video, and which
+    videos hide their person (``--video-info``, from the synth metadata)."""
+    report = json.loads((seed_dir / f"eval_IntegralAction_1.5_{part}.json").read_text())
+    names = report["confusion"]["classes"]
+    result = {
+        k: (names.index(p["pred"]), p["gate"], names.index(p["label"]))
+        for k, p in report["predictions"].items()
+    }
+    return result, {k: bool(p["hidden"]) for k, p in report["predictions"].items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="an out_of_context.py run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("variants", nargs="+", help="raw, wd=X, centered=EPS, direction=C, ...")
+    args = parser.parse_args()
+    variants = [(text, *parse_variant(text)) for text in args.variants]
+    for seed in args.seeds:
+        seed_dir = args.work / f"seed{seed}"
+        config = seed_dir / RUN_DIR / "config.json"
+        if not config.is_file():
+            raise SystemExit(f"error: {config} not found: is --work an out_of_context.py run?")
+        settings = json.loads(config.read_text())
+        train_views = load_features(seed_dir / "features", settings["run"]["cache_features"])
+        test = {p: load_features(seed_dir / f"eval_features_{p}") for p in ("in", "out")}
+        classes = int(train_views.labels.max()) + 1
+        (ours_in, hidden), (ours_out, hidden_out) = (run_report(seed_dir, p) for p in ("in", "out"))
+        hidden.update(hidden_out)
+        print(f"seed {seed} {'run':>22}: {reading(ours_in, ours_out, hidden, classes)}", flush=True)
+        for text, kind, value in variants:
+            net = build_head(seed_dir, settings, kind, value)
+            wd = value if kind == "wd" else settings["optim"]["weight_decay"]
+            train_head(net, train_views, settings, wd)
+            res = predict(net, test["in"]), predict(net, test["out"])
+            print(f"seed {seed} {text:>22}: {reading(*res, hidden, classes)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
