@@ -662,6 +662,12 @@ own out-of-context set), never on the test sets of this page.
   96.7 / 60.4, 4 views 96.7 / 62.5, streaming fresh clips (no cache) 96.7 / 64.6; the mean gate
   is the same to 0.001 (0.232 / 0.206). 4 views are one out-of-context video (2.1 points) below
   streaming at a fraction of its cost; the default is 4.
+- Gate: the official gate on the raw pose features. Other gates were tried head-only on the
+  tuning run's cached features (`experiments/gate_head_variants.py`: centred input, direction
+  and presence inputs, one gate for all channels, head weight decay, dropout). None gave the
+  scene-only classes a wider gate than the motion-only ones over visible persons by 0.05 in
+  every tuning seed. The closest, a gate on centred F_P, lost 2-10 points out of context
+  (docs/model.md, "Tried: head-only variants of the gate").
 """
 
 
