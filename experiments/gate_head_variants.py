@@ -98,14 +98,20 @@ class GateInput(nn.Module):
 
 def parse_variant(text: str) -> tuple[str, float]:
     kind, _, value = text.partition("=")
-    if kind not in VARIANTS or (kind not in ("raw", "scalar")) != bool(value):
+    takes_value = kind not in ("raw", "scalar")
+    try:
+        number = float(value) if value else 0.0
+    except ValueError:
+        number = math.nan
+    if kind not in VARIANTS or takes_value != bool(value) or math.isnan(number):
+        names = ", ".join(VARIANTS[2:])
         raise SystemExit(
-            f"error: variant {text!r}: use raw, scalar, or NAME=X with NAME one of {', '.join(VARIANTS[2:])}"
+            f"error: variant {text!r}: use raw, scalar, or NAME=X with NAME in {names}"
         )
-    return kind, float(value or 0)
+    return kind, number
 
 
-def build_head(seed_dir: Path, settings: dict, kind: str, value: float) -> nn.Module:
+def build_head(settings: dict, kind: str, value: float) -> nn.Module:
     torch.manual_seed(settings["run"]["seed"])
     m = settings["model"]
     net = models.build_integral_from_stage1(m["init_appearance"], m["init_pose"], "integral")
@@ -207,7 +213,7 @@ def main() -> None:
         hidden.update(hidden_out)
         print(f"seed {seed} {'run':>22}: {reading(ours_in, ours_out, hidden, classes)}", flush=True)
         for text, kind, value in variants:
-            net = build_head(seed_dir, settings, kind, value)
+            net = build_head(settings, kind, value)
             wd = value if kind == "wd" else settings["optim"]["weight_decay"]
             train_head(net, train_views, settings, wd)
             res = predict(net, test["in"]), predict(net, test["out"])
