@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -263,3 +265,26 @@ def test_the_progress_bar_of_a_ray_build_counts_every_video(tmp_path, raw, monke
     videos = len(_annotations(raw))
     assert summary.samples == videos
     assert closed and set(closed) == {(videos, videos)}
+
+
+def test_reading_an_index_starts_no_arrow_thread_pool(tmp_path):
+    """A short-lived command (``pipeline verify`` on an empty split) aborted at exit in about 1 of
+    20 runs: "terminate called without an active exception", exit -6, as Arrow's reader pool was
+    torn down (apache/arrow#34314). Index reads now start no Arrow thread; with pq.read_table
+    (even at use_threads=False) the first read starts a pool thread and this test fails."""
+    script = textwrap.dedent(
+        f"""
+        import os
+        from pipeline.shards.schema import INDEX_SCHEMA, read_table, write_table
+        url = {str(tmp_path / "index.parquet")!r}
+        write_table(url, [], INDEX_SCHEMA)
+        before = len(os.listdir("/proc/self/task"))
+        read_table(url, INDEX_SCHEMA)
+        print(before, len(os.listdir("/proc/self/task")))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    before, after = map(int, proc.stdout.split())
+    assert after == before, f"reading an index started {after - before} thread(s)"

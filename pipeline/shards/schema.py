@@ -106,7 +106,10 @@ def read_table(url: str, schema: pa.Schema, columns: Sequence[str] | None = None
     columns = list(columns or schema.names)
     data = storage.read_bytes(url)
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        # No Arrow thread pool: these tables are small, and a pool started here could abort a
+        # short-lived process at exit (std::terminate on a joinable thread,
+        # apache/arrow#34314). pq.read_table starts one even with use_threads=False.
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise InvalidInput(f"{url} is not a readable Parquet file ({exc})") from None
     missing = [c for c in columns if c not in table.column_names]
