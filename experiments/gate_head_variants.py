@@ -49,6 +49,8 @@ from torch import Tensor, nn
 import model as models
 from model.integral import HEAD_INIT_STD
 from model.streams import init_non_resnet_
+from train.distributed import Dist
+from train.evaluate import predict_features
 from train.features import FeatureSet, feature_batches
 
 VARIANTS = (
@@ -148,15 +150,11 @@ def train_head(net: nn.Module, feats: FeatureSet, settings: dict, weight_decay: 
     net.eval()
 
 
-@torch.no_grad()
 def predict(net: nn.Module, feats: FeatureSet) -> dict[str, tuple[int, float, int]]:
-    """Per video: (predicted class over its cached test clips, mean gate, label)."""
-    out = {}
-    for i, key in enumerate(feats.keys):
-        res = net.head(feats.f_a[i].float(), feats.f_p[i].float())  # the clips as a batch
-        probs = res["logits"].exp().mean(0)
-        out[key] = (int(probs.argmax()), float(res["gate"].mean()), int(feats.labels[i]))
-    return out
+    """Per video: (predicted class over its cached test clips, mean gate, label), as ``train
+    eval`` computes them on cached features."""
+    videos = predict_features(net, feats, torch.device("cpu"), Dist()).videos
+    return {k: (int(v.probs.argmax()), v.gate, v.label) for k, v in videos.items()}
 
 
 def reading(in_ctx: dict, out_ctx: dict, hidden: dict[str, bool], classes: int) -> str:
