@@ -19,6 +19,13 @@ one thing per variant:
 - ``direction=C``: the gate reads ``F_P * sqrt(C_P) / (||F_P|| + C)``, plus ``||F_P|| / (||F_P|| + C)``
   as one more input: the direction and the presence of the pose features, each given its own input.
 - ``dropout-classifier=P`` / ``dropout-appearance=P``: dropout before the classifier or on F'_A.
+- ``wd-classifier=X``: weight decay X on the classifier only (the run's own on the rest), which
+  limits how far the classifier can scale up what a narrow gate lets through.
+- ``smoothing=X``: label smoothing X in the classification loss, which never lets it saturate.
+- ``gate-loss-only``: the gate's weights get no gradient from the classification loss, only from
+  L_gate (the TCBs and the classifier learn as usual): what L_gate and F_P alone make of the gate.
+- ``epochs=N`` / ``lr=X`` / ``lambda=X``: the stage-2 schedule's length (its rate cuts move with
+  it, at 1/2 and 3/4), its learning rate, or the gate loss weight; the gate itself is the default.
 
 Per seed and variant it prints:
 - top-1 in and out of context (the test clips cached by ``train eval``);
@@ -26,7 +33,9 @@ Per seed and variant it prints:
 - the Table 5 reading (scene-only minus motion-only classes' mean gate, in context), over all
   videos and over visible persons only;
 - the per-class gate of visible persons;
-- the hidden persons' gate.
+- the hidden persons' gate;
+- with ``--pulls``, the training loss and top-1 on the cached views and, per class, how hard the
+  classification loss pulls the trained gate open against how hard L_gate pulls it shut.
 
 Run it on the tuning run (``out_of_context.py --tuning``). A variant chosen on the test sets'
 reading would be chosen on them (docs/model.md, "Gate").
@@ -53,14 +62,18 @@ from train.distributed import Dist
 from train.evaluate import predict_features
 from train.features import FeatureSet, feature_batches
 
-VARIANTS = (
-    "raw",
-    "scalar",
+FLAG_VARIANTS = ("raw", "scalar", "gate-loss-only")
+VALUE_VARIANTS = (
     "wd",
+    "wd-classifier",
     "centered",
     "direction",
     "dropout-classifier",
     "dropout-appearance",
+    "smoothing",
+    "epochs",
+    "lr",
+    "lambda",
 )
 RUN_DIR = "integral_1.5"  # the stage-2 run whose settings and reports are reproduced
 
@@ -100,15 +113,19 @@ class GateInput(nn.Module):
 
 def parse_variant(text: str) -> tuple[str, float]:
     kind, _, value = text.partition("=")
-    takes_value = kind not in ("raw", "scalar")
+    takes_value = kind in VALUE_VARIANTS
     try:
         number = float(value) if value else 0.0
     except ValueError:
         number = math.nan
-    if kind not in VARIANTS or takes_value != bool(value) or math.isnan(number):
-        names = ", ".join(VARIANTS[2:])
+    if (
+        kind not in FLAG_VARIANTS + VALUE_VARIANTS
+        or takes_value != bool(value)
+        or math.isnan(number)
+    ):
         raise SystemExit(
-            f"error: variant {text!r}: use raw, scalar, or NAME=X with NAME in {names}"
+            f"error: variant {text!r}: use {', '.join(FLAG_VARIANTS)}, or NAME=X with NAME in "
+            f"{', '.join(VALUE_VARIANTS)}"
         )
     return kind, number
 
@@ -130,11 +147,40 @@ def build_head(settings: dict, kind: str, value: float) -> nn.Module:
     return net
 
 
-def train_head(net: nn.Module, feats: FeatureSet, settings: dict, weight_decay: float) -> None:
+def with_variant(settings: dict, kind: str, value: float) -> dict:
+    """The run's stage-2 settings with a schedule variant (wd, epochs, lr, lambda) applied."""
+    where = {
+        "wd": ("optim", "weight_decay"),
+        "epochs": ("optim", "epochs"),
+        "lr": ("optim", "lr"),
+        "lambda": ("model", "gate_weight"),
+        "wd-classifier": ("optim", "classifier_weight_decay"),
+        "smoothing": ("optim", "label_smoothing"),
+        "gate-loss-only": ("optim", "gate_loss_only"),
+    }
+    if kind not in where:
+        return settings
+    section, key = where[kind]
+    changed = {**settings, section: dict(settings[section])}
+    changed[section][key] = {"epochs": int(value), "gate-loss-only": True}.get(kind, value)
+    return changed
+
+
+def train_head(net: nn.Module, feats: FeatureSet, settings: dict) -> None:
     """Stage 2 on cached views, as ``train fit --cache-features`` runs it (stage2 schedule)."""
     o, seed, lam = settings["optim"], settings["run"]["seed"], settings["model"]["gate_weight"]
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=weight_decay)
+    decay = {id(p): o["weight_decay"] for p in net.parameters()}
+    if "classifier_weight_decay" in o:
+        decay.update({id(p): o["classifier_weight_decay"] for p in net.classifier.parameters()})
+    groups: dict[float, list] = {}
+    for p in net.parameters():
+        if p.requires_grad:
+            groups.setdefault(decay[id(p)], []).append(p)
+    opt = torch.optim.SGD(
+        [{"params": ps, "weight_decay": wd} for wd, ps in groups.items()],
+        lr=o["lr"],
+        momentum=o["momentum"],
+    )
     epochs = o["epochs"]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [epochs // 2, epochs * 3 // 4], 0.1)
     steps = math.ceil(len(feats) / o["batch_size"])
@@ -142,12 +188,51 @@ def train_head(net: nn.Module, feats: FeatureSet, settings: dict, weight_decay: 
     for epoch in range(epochs):
         for f_a, f_p, y in feature_batches(feats, o["batch_size"], steps, seed, epoch, 0):
             out = net.head(f_a, f_p)
-            loss = F.nll_loss(out["logits"], y) + lam * F.softplus(out["gate_logits"]).mean()
+            smoothing = o.get("label_smoothing", 0.0)
+            # The logits are frame-averaged log-probabilities, so cross_entropy's log-softmax of
+            # them is the identity (up to rounding: nll_loss keeps `raw` equal to the run).
+            ce = (
+                F.cross_entropy(out["logits"], y, label_smoothing=smoothing)
+                if smoothing
+                else F.nll_loss(out["logits"], y)
+            )
             opt.zero_grad()
-            loss.backward()
+            if o.get("gate_loss_only"):  # the gate learns from L_gate alone
+                ce.backward(retain_graph=True)
+                for p in net.cgb.parameters():
+                    p.grad = None
+                (lam * F.softplus(out["gate_logits"]).mean()).backward()
+            else:
+                (ce + lam * F.softplus(out["gate_logits"]).mean()).backward()
             opt.step()
         sched.step()
     net.eval()
+
+
+def gate_pulls(net: nn.Module, feats: FeatureSet, gate_weight: float) -> str:
+    """How hard each loss pushes the trained gate, on every cached training view.
+
+    Per class, the mean over a video's gate logits z of the classification loss's opening pull
+    (-dCE/dz) and the gate loss's closing pull (lambda d softplus(z)/dz, L_gate being a mean over
+    the T x C' gates of a clip, as in training); also the training loss and top-1 on the views.
+    """
+    net.eval()  # the TCBs' LayerNorm has no batch statistics; eval only switches dropout off
+    f_a = feats.f_a.flatten(0, 1).float()
+    f_p = feats.f_p.flatten(0, 1).float()
+    labels = feats.labels.repeat_interleave(feats.views)
+    out = net.head(f_a, f_p)
+    z = out["gate_logits"]
+    ce = F.nll_loss(out["logits"], labels, reduction="sum")
+    (d_ce,) = torch.autograd.grad(ce, z, retain_graph=True)
+    (d_gate,) = torch.autograd.grad(gate_weight * F.softplus(z).sum() / z[0].numel(), z)
+    opening, closing = (-d_ce).mean((1, 2)), d_gate.mean((1, 2))
+    classes = int(labels.max()) + 1
+    per_class = " ".join(
+        f"{opening[labels == c].mean():+.1e}/{closing[labels == c].mean():.1e}"
+        for c in range(classes)
+    )
+    top1 = 100 * (out["logits"].argmax(1) == labels).float().mean()
+    return f"train CE {ce.item() / len(labels):.3f} top-1 {top1:.1f} | pulls open/close {per_class}"
 
 
 def predict(net: nn.Module, feats: FeatureSet) -> dict[str, tuple[int, float, int]]:
@@ -195,6 +280,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="an out_of_context.py run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--pulls", action="store_true", help="also print each loss's pull on the trained gate"
+    )
     parser.add_argument("variants", nargs="+", help="raw, wd=X, centered=EPS, direction=C, ...")
     args = parser.parse_args()
     variants = [(text, *parse_variant(text)) for text in args.variants]
@@ -212,10 +300,12 @@ def main() -> None:
         print(f"seed {seed} {'run':>22}: {reading(ours_in, ours_out, hidden, classes)}", flush=True)
         for text, kind, value in variants:
             net = build_head(settings, kind, value)
-            wd = value if kind == "wd" else settings["optim"]["weight_decay"]
-            train_head(net, train_views, settings, wd)
+            train_head(net, train_views, with_variant(settings, kind, value))
             res = predict(net, test["in"]), predict(net, test["out"])
             print(f"seed {seed} {text:>22}: {reading(*res, hidden, classes)}", flush=True)
+            if args.pulls:
+                lam = with_variant(settings, kind, value)["model"]["gate_weight"]
+                print(f"seed {seed} {'':>22}  {gate_pulls(net, train_views, lam)}", flush=True)
 
 
 if __name__ == "__main__":
