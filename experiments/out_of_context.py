@@ -620,8 +620,14 @@ def markdown(records: list[dict], meta: dict) -> str:
             f"{t['threshold']:.{digits}f} | "
             f"{'yes' if t['met'] else 'no, by ' + format(-t['margin'], f'.{digits}f')} |"
         )
-    lines += ["", TUNING_NOTES]
+    lines += ["", REPRODUCIBILITY_NOTE, "", TUNING_NOTES]
     return "\n".join(lines)
+
+
+REPRODUCIBILITY_NOTE = (
+    "This experiment repeats bit for bit on one machine, not across CPUs. How far these "
+    "figures hold on another machine and over more seeds: docs/reproducibility.md."
+)
 
 
 # Measured on the tuning data (`--tuning`: synth seeds 10/11, its own out-of-context set), seed 0,
@@ -856,7 +862,7 @@ def main() -> None:
     meta = {
         "command": "python experiments/out_of_context.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU",
+        "machine": machine(),
         "minutes": sum(p["wall_minutes"] for p in parts),
         "cpu_minutes": sum(p["cpu_minutes"] for p in parts),
         "time_per_invocation": parts,
@@ -909,6 +915,28 @@ def main() -> None:
         )
         (args.write / "results.md").write_text(text)
         plot_gates(records, args.write / "results_gate.png")
+
+
+def machine() -> str:
+    """The CPU model and the instruction set torch's kernels use on it.
+
+    Training here is bit-for-bit repeatable on one machine, not across CPUs whose kernels differ
+    (docs/results.md, "Reproducibility"): the report says which the run had.
+    """
+    import re
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = found.group(1).strip() if found else model
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, CPU "
+        f"(torch kernels for {torch.backends.cpu.get_cpu_capability()})"
+    )
 
 
 def _ledger(work: Path, started: float, load_start: float) -> tuple[float, float, list]:
