@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import os
 import platform
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from report import write_section  # noqa: E402
+from report import cpu_model, write_section  # noqa: E402
 
 import model  # noqa: E402
 
@@ -201,14 +200,8 @@ def run_case(case: Case, batch: int, iters: int, device: str) -> Iterator[Row]:
 
 
 def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"model name\s*:\s*(.+)", f.read())
-            if m:
-                cpu = m.group(1).strip()
     text = (
-        f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads, "
+        f"{cpu_model()}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
     if device == "cuda":

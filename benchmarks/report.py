@@ -7,22 +7,12 @@ docs/benchmarks.md and replaces only that, so scripts can be rerun one at a time
 from __future__ import annotations
 
 import os
-import platform
-import re
 from pathlib import Path
 
+from pipeline.report import cpu_model
 from pipeline.storage import write_bytes_atomic
 
 __all__ = ["cpu_model", "load_note", "markdown_table", "write_section"]
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    return match.group(1).strip() if match else "unknown CPU"
 
 
 def load_note(before: float, after: float, own_threads: int) -> str:

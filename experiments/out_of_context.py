@@ -35,7 +35,6 @@ import csv
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -921,20 +920,14 @@ def machine() -> str:
     """The CPU model and the instruction set torch's kernels use on it.
 
     Training here is bit-for-bit repeatable on one machine, not across CPUs whose kernels differ
-    (docs/results.md, "Reproducibility"): the report says which the run had.
+    (docs/reproducibility.md): the report says which the run had.
     """
-    import re
-
     import torch
 
-    model = platform.processor() or platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        model = found.group(1).strip() if found else model
-    except OSError:
-        pass
+    from pipeline.report import cpu_model
+
     return (
-        f"{model}, {os.cpu_count()} cores, CPU "
+        f"{cpu_model()}, {os.cpu_count()} cores, CPU "
         f"(torch kernels for {torch.backends.cpu.get_cpu_capability()})"
     )
 

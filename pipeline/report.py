@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import platform
+import re
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["human_bytes", "print_build_summary"]
+__all__ = ["cpu_model", "human_bytes", "print_build_summary"]
+
+
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo), for reports that give timings or results."""
+    fallback = platform.processor() or platform.machine() or "unknown CPU"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return fallback
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return match.group(1).strip() if match else fallback
 
 
 def human_bytes(n: float) -> str:
