@@ -24,6 +24,9 @@ one thing per variant:
 - ``smoothing=X``: label smoothing X in the classification loss, which never lets it saturate.
 - ``gate-loss-only``: the gate's weights get no gradient from the classification loss, only from
   L_gate (the TCBs and the classifier learn as usual): what L_gate and F_P alone make of the gate.
+- ``gate-loss-bias-only``: L_gate reaches only the gate's bias; its weights learn from the
+  classification loss alone: L_gate sets how wide the gate is overall, the classification loss
+  where it is wider.
 - ``epochs=N`` / ``lr=X`` / ``lambda=X``: the stage-2 schedule's length (its rate cuts move with
   it, at 1/2 and 3/4), its learning rate, or the gate loss weight; the gate itself is the default.
 
@@ -62,7 +65,7 @@ from train.distributed import Dist
 from train.evaluate import predict_features
 from train.features import FeatureSet, feature_batches
 
-FLAG_VARIANTS = ("raw", "scalar", "gate-loss-only")
+FLAG_VARIANTS = ("raw", "scalar", "gate-loss-only", "gate-loss-bias-only")
 VALUE_VARIANTS = (
     "wd",
     "wd-classifier",
@@ -157,12 +160,17 @@ def with_variant(settings: dict, kind: str, value: float) -> dict:
         "wd-classifier": ("optim", "classifier_weight_decay"),
         "smoothing": ("optim", "label_smoothing"),
         "gate-loss-only": ("optim", "gate_loss_only"),
+        "gate-loss-bias-only": ("optim", "gate_loss_bias_only"),
     }
     if kind not in where:
         return settings
     section, key = where[kind]
     changed = {**settings, section: dict(settings[section])}
-    changed[section][key] = {"epochs": int(value), "gate-loss-only": True}.get(kind, value)
+    changed[section][key] = {
+        "epochs": int(value),
+        "gate-loss-only": True,
+        "gate-loss-bias-only": True,
+    }.get(kind, value)
     return changed
 
 
@@ -202,6 +210,11 @@ def train_head(net: nn.Module, feats: FeatureSet, settings: dict) -> None:
                 for p in net.cgb.parameters():
                     p.grad = None
                 (lam * F.softplus(out["gate_logits"]).mean()).backward()
+            elif o.get("gate_loss_bias_only"):  # L_gate moves the bias; the CE all the gate
+                ce.backward(retain_graph=True)
+                ce_grad = net.cgb.conv.weight.grad.clone()
+                (lam * F.softplus(out["gate_logits"]).mean()).backward()
+                net.cgb.conv.weight.grad = ce_grad
             else:
                 (ce + lam * F.softplus(out["gate_logits"]).mean()).backward()
             opt.step()

@@ -1,8 +1,9 @@
 """experiments/gate_head_variants.py: the variants change what they say and nothing else.
 
 The script's findings (docs/model.md, "Measured: what sets the gate's class pattern") rest on
-``gate-loss-only`` really cutting the classification loss off from the gate, and on the schedule
-variants changing only their own setting; a whole experiment run is too slow for the tests, so
+``gate-loss-only`` really cutting the classification loss off from the gate, on
+``gate-loss-bias-only`` cutting the gate loss off from the gate's weights, and on the schedule
+variants changing only their own setting. A whole experiment run is too slow for the tests, so
 these run the script's functions on a small integral model and random cached features.
 """
 
@@ -92,6 +93,20 @@ def test_gate_loss_only_still_closes_the_gate_with_the_gate_loss(variants):
     with torch.no_grad():
         after = net.head(feats.f_a[:, 0], feats.f_p[:, 0])["gate"].mean().item()
     assert after < before - 0.1
+
+
+def test_gate_loss_bias_only_lets_the_gate_loss_move_the_bias_alone(variants):
+    # One SGD step from the same weights on the same batch: the gate's weights must take the
+    # classification loss's step alone (as at lambda 0), its bias the gate loss's too.
+    trained = {}
+    for kind, lam in (("raw", 0.0), ("gate-loss-bias-only", 1.5)):
+        net = small_integral()
+        feats = features(net, videos=4)
+        variants.train_head(net, feats, variants.with_variant(settings(lam, epochs=1), kind, 0.0))
+        trained[kind] = net.cgb.conv
+    ce_only, bias_only = trained["raw"], trained["gate-loss-bias-only"]
+    assert torch.equal(ce_only.weight, bias_only.weight)
+    assert (bias_only.bias < ce_only.bias).all()  # L_gate pushes every gate logit down
 
 
 def test_classifier_weight_decay_shrinks_the_classifier(variants):
