@@ -454,7 +454,11 @@ def build(
     for name, depth in (("appearance_depth", appearance_depth), ("pose_depth", pose_depth)):
         if depth not in RESNET_SPECS:
             raise ValueError(f"{name} must be one of {sorted(RESNET_SPECS)}, got {depth}")
-    if clip_len < 1 or pose_clip_len < 1 or pose_clip_len % clip_len != 0:
+    if clip_len < 1 or pose_clip_len < 1:
+        raise ValueError(
+            f"clip_len and pose_clip_len must be >= 1, got {clip_len}, {pose_clip_len}"
+        )
+    if variant != "appearance" and pose_clip_len % clip_len != 0:  # the pose stream pools T_P -> T
         raise ValueError(
             f"pose_clip_len ({pose_clip_len}) must be a positive multiple of clip_len ({clip_len})"
         )

@@ -305,6 +305,10 @@ def test_build_rejects_bad_arguments():
         model.build("late_fusion", 3, K2B)
     with pytest.raises(ValueError, match="multiple of clip_len"):
         model.build("pose", 3, K2B, pose_depth=18, clip_len=3, pose_clip_len=8)
+    # The appearance stream never pools pose frames: any clip length builds.
+    assert (
+        model.build("appearance", 3, None, appearance_depth=18, clip_len=3).config["clip_len"] == 3
+    )
     with pytest.raises(ValueError, match="pose_channels"):
         model.build("integral", 3, None, appearance_depth=18)
     with pytest.raises(ValueError, match="appearance_depth"):

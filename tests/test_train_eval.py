@@ -196,3 +196,6 @@ def test_train_report_draws_the_gate_across_models(runs, tmp_path):
              name="p.json")  # fmt: skip
     bad = train_cli("report", "--series", "x", "y", tmp_path / "p.json", ok=False)
     assert bad.exit_code == 1 and "no per-video gates" in bad.output
+    missing = train_cli("report", "--series", "x", "y", tmp_path / "nope.json", ok=False)
+    assert missing.exit_code == 1 and missing.output.strip().endswith("nope.json: no such report")
+    assert len(missing.output.strip().splitlines()) == 1

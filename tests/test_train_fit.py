@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from train_support import (  # noqa: F401 (fixture)
     one_torch_thread,
     shared_runs,
     train_cli,
+    truncate,
 )
 
 import model as models
@@ -143,9 +145,43 @@ def test_bad_input_gives_one_line_errors(runs, tmp_path):
         ((*fit, "--stage", "integral", "--init-appearance", runs["pose"] / "last.pt",
           "--init-pose", runs["pose"] / "last.pt", "--out", tmp_path / "e"),
          "expected a stage-1 'appearance' model"),
+        ((*fit, "--stage", "pose", "--clip-len", "3", "--out", tmp_path / "f"),
+         "--pose-clip-len (4) must be a multiple of --clip-len (3)"),
+        ((*fit, "--stage", "pose", "--input-size", "8", "--out", tmp_path / "g"),
+         "gives a 2 px pose raster"),
+        ((*fit, "--stage", "pose", "--val-clips", "0", "--out", tmp_path / "h"),
+         "--val-clips must be >= 1"),
+        ((*fit, "--stage", "integral", "--gate-weight", "-1", "--out", tmp_path / "i"),
+         "--gate-weight must be >= 0"),
+        ((*fit, "--stage", "pose", "--max-read-error-fraction", "2", "--out", tmp_path / "j"),
+         "--max-read-error-fraction must be between 0 and 1"),
     ]  # fmt: skip
     for args, message in cases:
         assert message in one_line_error(train_cli(*args, ok=False))
+
+
+def test_damaged_shards_stop_training_beyond_the_read_error_limit(tmp_path):
+    data = tmp_path / "ds"
+    make_dataset(data, {"train": 8, "val": 2}, short=0, no_person=0, seed=5)
+    truncate(data / "train" / "rgb-000000.tar", 0.3)
+    fit = ("fit", "--stage", "appearance", "--data", data, *TINY, "--epochs", "1")
+    stopped = train_cli(*fit, "--out", tmp_path / "a", ok=False)
+    line = one_line_error_last(stopped)
+    assert "samples could not be read, more than --max-read-error-fraction 0.05" in line
+    assert "rgb-000000.tar" in line and not (tmp_path / "a" / "last.pt").exists()
+    # Allowed: the epoch trains on what can be read, says what it skipped and counts it.
+    with pytest.warns(RuntimeWarning, match="epoch 1: skipped corrupt shard"):
+        train_cli(*fit, "--out", tmp_path / "b", "--max-read-error-fraction", "1")
+    with open(tmp_path / "b" / "metrics.csv") as f:
+        assert int(next(csv.DictReader(f))["read_errors"]) > 0
+
+
+def one_line_error_last(result) -> str:
+    """The error line of a run that failed after it started (its log lines come before)."""
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: "), result.output
+    return last
 
 
 def test_checkpoint_of_another_layout_is_refused(runs, tmp_path):
@@ -169,6 +205,20 @@ def test_cli_exit_status_in_a_real_process(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("Error: no dataset.json")
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_cli_warnings_are_one_plain_line():
+    from pipeline.errors import plain_warnings
+
+    before = warnings.formatwarning
+    try:
+        plain_warnings()
+        text = warnings.formatwarning(
+            RuntimeWarning("skipped a.tar: ReadError\ndetail"), RuntimeWarning, "fit.py", 3, "x()"
+        )
+    finally:
+        warnings.formatwarning = before
+    assert text == "warning: skipped a.tar: ReadError\n"
 
 
 def test_config_file_and_schedules(tmp_path):

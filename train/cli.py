@@ -16,7 +16,7 @@ import click
 
 from model.resnet import RESNET_SPECS
 from pipeline import __version__
-from pipeline.errors import cli_errors
+from pipeline.errors import cli_errors, plain_warnings
 
 from .config import (
     DEFAULT_GATE_NORM,
@@ -57,6 +57,7 @@ user_errors = cli_errors("interrupted; `train fit ... --resume` continues from l
 @click.version_option(__version__, prog_name="train")
 def main() -> None:
     """Train IntegralAction (Moon et al., CVPRW 2021) on sharded WebDataset data."""
+    plain_warnings()
 
 
 # Every fit option defaults to None ("not given") so that a --config file can set it; the
@@ -177,6 +178,13 @@ def main() -> None:
     help="Videos in each worker's shuffle buffer." + shown("data", "shuffle_buffer"),
 )
 @click.option("--cache-dir", metavar="DIR", help="Keep local copies of remote shards here.")
+@click.option(
+    "--max-read-error-fraction",
+    type=float,
+    metavar="F",
+    help="Stop when more than this fraction of an epoch's samples cannot be read (damaged "
+    "shards; fewer are skipped and counted)." + shown("data", "max_read_error_fraction"),
+)
 @click.option(
     "--seed", type=int, help="Seed of weights, data order and augmentation." + shown("run", "seed")
 )

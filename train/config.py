@@ -5,7 +5,8 @@ command-line options. Nothing here is global: ``fit`` receives one :class:`FitCo
 
 YAML layout (every key optional)::
 
-    data:  {split: train, val_split: val, workers: 4, shuffle_buffer: 64, cache_dir: null}
+    data:  {split: train, val_split: val, workers: 4, shuffle_buffer: 64, cache_dir: null,
+            max_read_error_fraction: 0.05}
     clips: {clip_len: 8, stride: 8, pose_clip_len: 32, pose_stride: 2, input_size: 224,
             pose_input: keypoints, pose_crop: frame, pose_size: 56, pose_sigma: 0.5,
             val_clips: 1}
@@ -97,6 +98,9 @@ class DataConfig:
     workers: int = 2  # DataLoader processes per rank
     shuffle_buffer: int = 64  # videos (their encoded bytes) held for shuffling, per worker
     cache_dir: str | None = None  # local copy of remote shards
+    # Samples of an epoch that may fail to read (damaged shards) before fit stops: like the
+    # build's --max-error-fraction, a few are skipped and counted, more mean broken data.
+    max_read_error_fraction: float = 0.05
 
 
 @dataclass
@@ -304,6 +308,7 @@ def build_fit_config(
 def validate(cfg: FitConfig) -> None:
     """Checks that need no data: variant vs stage, option ranges."""
     variant = cfg.variant
+    init = (cfg.model.init_appearance, cfg.model.init_pose)
     allowed = STAGE_VARIANTS[cfg.stage]
     if variant not in allowed:
         if variant == "score_average":
@@ -346,6 +351,19 @@ def validate(cfg: FitConfig) -> None:
             f"--input-size {cfg.clips.input_size} is not a multiple of 4 "
             "(the pose raster is a quarter of it unless --pose-size is given)"
         )
+    if variant != "appearance" and not (cfg.stage == "integral" and any(init)):
+        # With stage-1 checkpoints the unset values come from them, checked when they pair.
+        clip = cfg.clips.resolved()
+        if clip.pose_clip_len % clip.clip_len:
+            raise ConfigError(
+                f"--pose-clip-len ({clip.pose_clip_len}) must be a multiple of --clip-len "
+                f"({clip.clip_len}): the pose stream pools its frames down to the RGB clip's"
+            )
+        if clip.pose_size < 4:
+            raise ConfigError(
+                f"--input-size {clip.input_size} gives a {clip.pose_size} px pose raster (a "
+                "quarter of it); use --input-size >= 16 or --pose-size >= 4"
+            )
     if cfg.optim.batch_size is not None and cfg.optim.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {cfg.optim.batch_size}")
     if cfg.data.workers < 0:
@@ -354,7 +372,15 @@ def validate(cfg: FitConfig) -> None:
         raise ConfigError(f"--precise-bn must be >= 0, got {cfg.run.precise_bn}")
     if cfg.run.val_every < 0:
         raise ConfigError(f"--val-every must be >= 0, got {cfg.run.val_every}")
-    init = (cfg.model.init_appearance, cfg.model.init_pose)
+    if not 0.0 <= cfg.data.max_read_error_fraction <= 1.0:
+        raise ConfigError(
+            f"--max-read-error-fraction must be between 0 and 1, got "
+            f"{cfg.data.max_read_error_fraction}"
+        )
+    if cfg.clips.val_clips < 1:
+        raise ConfigError(f"--val-clips must be >= 1, got {cfg.clips.val_clips}")
+    if cfg.model.gate_weight < 0:
+        raise ConfigError(f"--gate-weight must be >= 0, got {cfg.model.gate_weight}")
     if cfg.stage != "integral" and any(init):
         raise ConfigError("--init-appearance / --init-pose are for stage integral")
     if cfg.stage == "integral" and sum(x is not None for x in init) == 1:

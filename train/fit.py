@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import model as models
+from pipeline.errors import InvalidInput
 from pipeline.progress import progress_bar
 from pipeline.shards import Split
 from pipeline.skeletons import get_layout
@@ -434,6 +435,9 @@ class _Run:
         n = max(totals[4], 1)
         for e in errors[:5]:
             warnings.warn(f"epoch {epoch + 1}: skipped {e}", RuntimeWarning, stacklevel=2)
+        check_read_errors(
+            int(totals[6]), int(totals[4]), self.cfg.data.max_read_error_fraction, epoch, errors
+        )
         row = {
             "train_loss": totals[0] / n,
             "train_ce": totals[1] / n,
@@ -731,6 +735,17 @@ class _Head(nn.Module):
 
     def forward(self, f_a: torch.Tensor, f_p: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net.head(f_a, f_p)
+
+
+def check_read_errors(failed: int, read: int, limit: float, epoch: int, errors: list[str]) -> None:
+    """InvalidInput when more than ``limit`` of an epoch's samples could not be read: training
+    on what is left of badly damaged shards would only look like a result."""
+    if failed and failed / (failed + read) > limit:
+        first = f"; first: {errors[0]}" if errors else ""
+        raise InvalidInput(
+            f"epoch {epoch + 1}: {failed} of {failed + read} samples could not be read, more than "
+            f"--max-read-error-fraction {limit:g} (`pipeline verify` lists the damage){first}"
+        )
 
 
 class _EpochSums:

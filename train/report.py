@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline import storage
-from pipeline.errors import InvalidInput
+from pipeline.errors import InputNotFound, InvalidInput
 
 from .evaluate import distribution
 
@@ -26,7 +26,7 @@ def load_report(path: str) -> dict[str, Any]:
         with storage.open_file(path, "rb") as f:
             return json.loads(f.read())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such report") from None
+        raise InputNotFound(f"{path}: no such report") from None
     except ValueError as exc:
         raise InvalidInput(f"{path}: not a JSON report ({exc})") from None
 
