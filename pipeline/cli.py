@@ -13,7 +13,7 @@ from .build.options import POSE_CHOICES, POSES_FPS_HELP, default_of
 from .build.plan import DEFAULT_MAX_SAMPLES_PER_SHARD, MIN_SHARDS_PER_SPLIT
 from .datasets import DATASETS
 from .datasets.ntu import PROTOCOLS
-from .errors import user_errors
+from .errors import plain_warnings, user_errors
 from .skeletons import LAYOUT_NAMES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -32,6 +32,7 @@ def main() -> None:
           --pose precomputed --poses demo/raw/skeletons --out demo/shards
       pipeline verify demo/shards
     """
+    plain_warnings()
 
 
 BUILD_EPILOG = f"""\b

@@ -29,6 +29,7 @@ __all__ = [
     "root_cause",
     "describe",
     "user_errors",
+    "plain_warnings",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -116,3 +117,15 @@ def cli_errors(interrupted: str) -> Callable[[Callable[..., Any]], Callable[...,
 
 
 user_errors = cli_errors("interrupted; run the same command again to resume")
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {one_line(message) if isinstance(message, Warning) else message}\n"
+
+
+def plain_warnings() -> None:
+    """Warnings as ``warning: message`` lines for a CLI's user: not Python's file, line number and
+    echoed source line, which say where in our code, not what to do."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning

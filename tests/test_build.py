@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -195,6 +196,46 @@ def test_user_mistakes_give_one_line_errors(tmp_path, kinetics_raw, args, messag
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr
+
+
+def _one_line_failure(proc) -> str:
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_unusable_annotations_say_why(tmp_path, kinetics_raw):
+    header = "label,youtube_id,time_start,time_end,split\n"
+    cases = {
+        "header.csv": ("foo,bar\n1,2\n", "no label, youtube_id, time_start, time_end column"),
+        "short.csv": (header + "a,b,25\n", "1 annotation row read, 1 malformed (first: "),
+        "latin1.csv": (header.encode() + b"caf\xe9,x,1,2,train\n", "latin1.csv: not UTF-8"),
+        "empty.csv": ("", "no usable videos: 0 annotation rows read"),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        args = _kinetics_build_args(kinetics_raw, tmp_path / "out")
+        args[args.index("--annotations") + 1] = path
+        line = _one_line_failure(run_cli("pipeline", *args, check=False))
+        assert expected in line, (name, line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_address_nothing_answers_fails_at_once(tmp_path, kinetics_raw):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = _kinetics_build_args(
+        kinetics_raw, tmp_path / "out", "--ray-address", f"127.0.0.1:{port}"
+    )
+    line = _one_line_failure(run_cli("pipeline", *args, check=False, timeout=120))
+    assert f"--ray-address 127.0.0.1:{port}: no Ray cluster answers there" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_out_that_is_not_a_build_is_refused(tmp_path, kinetics_raw):

@@ -390,6 +390,7 @@ def test_cli_writes_dataset_and_refuses_bad_input(tmp_path):
         (["--size", "64by48"], "WIDTHxHEIGHT"),
         (["--size", "64x48", "--width", "64"], "either --size"),
         (["--width", "65", "--height", "48"], "even"),
+        (["--width", "8"], "32<=x<=4096"),
         (["--hidden-fraction", "1.5"], "hidden-fraction"),
         (["--num-classes", "4", "--context-pairs", "3"], "context-pairs"),
         (["--shared-context", "1"], "shared-context"),

@@ -451,6 +451,22 @@ def test_show_refuses_an_unknown_key(dataset, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("command", ["show", "export"])
+def test_an_output_that_cannot_be_a_file_is_one_line(dataset, tmp_path, command):
+    (tmp_path / "a_file").write_text("mine")
+    args = {
+        "show": (show, dataset, "alpha", "-o"),
+        "export": (export, dataset, "--format", "mmaction", "-o"),
+    }[command]
+    for out, expected in ((tmp_path / "a_file" / "x.out", "cannot create its folder"),
+                          (tmp_path, "is a folder")):  # fmt: skip
+        result = invoke(*args, out)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert expected in lines[0] and "Traceback" not in result.output
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
 # ----------------------------------------------------------------------------------------------
 # export
 

@@ -81,10 +81,33 @@ def load_build_manifest(options: BuildOptions) -> Manifest:
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         raise BuildError(str(exc).splitlines()[0]) from None
     if not manifest.items:
-        raise BuildError(
-            "no usable videos: every annotation row was filtered, missing or malformed"
-        )
+        raise BuildError(no_usable_videos(manifest))
     return manifest
+
+
+def no_usable_videos(manifest: Manifest) -> str:
+    """Why a manifest has no video to build: what each annotation row became, and the first
+    problem named, so the user need not open errors.parquet (which a failed setup never writes)."""
+    if manifest.dataset == "ntu":  # no annotation file: the samples are the videos' names
+        if not manifest.listed:
+            return (
+                f"no usable videos: none of the {manifest.unlisted} files under --videos has an "
+                "NTU sample name (SsssCcccPpppRrrrAaaa)"
+            )
+        fates = [f"{manifest.listed} NTU sample names found"]
+    else:
+        rows = "row" if manifest.listed == 1 else "rows"
+        fates = [f"{manifest.listed} annotation {rows} read"]
+    if manifest.filtered:
+        fates.append(f"{manifest.filtered} outside --classes")
+    if manifest.missing:
+        fates.append(f"{manifest.missing} without a video under --videos")
+    malformed = [e for e in manifest.errors if e.stage == "annotation"]
+    if malformed:
+        fates.append(f"{len(malformed)} malformed")
+    first = (malformed or manifest.errors or [None])[0]
+    where = f" (first: {first.source}: {first.reason})" if first else ""
+    return f"no usable videos: {', '.join(fates)}{where}"
 
 
 def _pose_source(options: BuildOptions, manifest: Manifest) -> tuple[str, bool]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,21 @@ def pose_actor_options(name: str) -> dict[str, Any]:
     from ..pose import resources
 
     return resources(name)
+
+
+def check_cluster_reachable(address: str, timeout: float) -> None:
+    """BuildError at once when a ``HOST:PORT`` (or ``ray://HOST:PORT``) Ray address accepts no
+    connection: ray.init retries an unreachable cluster without end. ``auto`` is left to Ray."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout, 30.0)):
+            pass
+    except OSError as exc:
+        raise BuildError(
+            f"--ray-address {address}: no Ray cluster answers there ({describe(exc)})"
+        ) from None
 
 
 class RayPose:
@@ -228,6 +244,7 @@ class ShardRunner:
         env = {"env_vars": storage.storage_env()} if storage.storage_env() else None
         common = {"log_to_driver": options.verbose, "runtime_env": env}
         if options.ray_address:
+            check_cluster_reachable(options.ray_address, options.setup_timeout)
             ray.init(address=options.ray_address, **common)
         else:
             levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}

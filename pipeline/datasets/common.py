@@ -47,7 +47,10 @@ def list_files(url: str, extensions: tuple[str, ...]) -> dict[str, str]:
 def read_text(url: str) -> str:
     if not storage.exists(url):
         raise InputNotFound(f"{url} does not exist")
-    return storage.read_bytes(url).decode("utf-8-sig")
+    try:
+        return storage.read_bytes(url).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{url}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def read_csv_rows(url: str) -> list[tuple[int, dict[str, str]]]:

@@ -35,6 +35,9 @@ def _split_from_filename(url: str, default: str) -> str:
     return default
 
 
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+
+
 def _int_time(value: str) -> int:
     number = float(value)
     if not number.is_integer():
@@ -53,6 +56,12 @@ def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest
     for csv_url in annotation_files(options.annotations):
         file_split = _split_from_filename(csv_url, default_split)
         for line, row in read_csv_rows(csv_url):
+            lacking = [c for c in KINETICS_COLUMNS if c not in row]
+            if lacking:  # the header itself: not a Kinetics CSV, not a bad row
+                raise InvalidInput(
+                    f"{csv_url}: no {', '.join(lacking)} column; a Kinetics CSV's header is "
+                    f"{','.join(KINETICS_COLUMNS)}[,split]"
+                )
             listed += 1
             where = f"{csv_url}:{line}"
             split = (row.get("split") or "").strip().lower() or file_split
@@ -65,9 +74,10 @@ def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest
                 )
                 continue
             try:
+                # A short row leaves its last fields None.
                 start, end = (
-                    _int_time(row.get("time_start", "")),
-                    _int_time(row.get("time_end", "")),
+                    _int_time(row["time_start"] or ""),
+                    _int_time(row["time_end"] or ""),
                 )
             except (TypeError, ValueError) as exc:
                 errors.append(

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import click
 
-from pipeline.synth.dataset import DATASETS, SynthError, format_summary, make_dataset
+from pipeline.synth.dataset import (
+    DATASETS,
+    FRAME_SIDE_RANGE,
+    SynthError,
+    format_summary,
+    make_dataset,
+)
 
 __all__ = ["synth"]
 
@@ -38,8 +44,12 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--num-classes", type=click.IntRange(min=2), default=6, show_default=True)
 @click.option("--videos-per-class", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--frames", type=click.IntRange(min=2), default=48, show_default=True)
-@click.option("--width", type=click.IntRange(min=1), default=None, help="[default: 160; ntu 320]")
-@click.option("--height", type=click.IntRange(min=1), default=None, help="[default: 120; ntu 180]")
+@click.option(
+    "--width", type=click.IntRange(*FRAME_SIDE_RANGE), default=None, help="[default: 160; ntu 320]"
+)
+@click.option(
+    "--height", type=click.IntRange(*FRAME_SIDE_RANGE), default=None, help="[default: 120; ntu 180]"
+)
 @click.option("--size", callback=_parse_size, default=None, help="WIDTHxHEIGHT, instead of both.")
 @click.option(
     "--persons",

@@ -68,6 +68,7 @@ from pipeline.synth.video import write_video
 
 __all__ = [
     "DATASETS",
+    "FRAME_SIDE_RANGE",
     "ClassSpec",
     "PlannedVideo",
     "SynthError",
@@ -90,6 +91,9 @@ _NTU_PERFORMERS = (1, 3, 2, 6, 4)
 # Rough horizontal angle of NTU's three cameras (0 = facing the person).
 _NTU_CAMERA_YAW = {1: 0.0, 2: 45.0, 3: -45.0}
 _MULTI_PERSON_FRACTION = 0.25
+
+
+FRAME_SIDE_RANGE = (32, 4096)  # smallest and largest frame side, pixels
 
 
 class SynthError(InvalidInput):
@@ -196,8 +200,9 @@ def _check_options(
         raise SynthError("--videos-per-class must be at most 2970 for NTU sample names")
     if frames < 2:
         raise SynthError(f"--frames must be at least 2, got {frames}")
-    if not (32 <= width <= 4096 and 32 <= height <= 4096):
-        raise SynthError(f"frame size must be between 32 and 4096 pixels, got {width}x{height}")
+    lo, hi = FRAME_SIDE_RANGE
+    if not (lo <= width <= hi and lo <= height <= hi):
+        raise SynthError(f"frame size must be between {lo} and {hi} pixels, got {width}x{height}")
     if width % 2 or height % 2:
         raise SynthError(f"width and height must be even (4:2:0 video), got {width}x{height}")
     if not 1 <= persons <= 5:

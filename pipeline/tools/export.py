@@ -31,13 +31,12 @@ from typing import Any
 import click
 import numpy as np
 
-from .. import storage
 from ..errors import InvalidInput, user_errors
 from ..formats.mmaction_pickle import write_mmaction_pickle
 from ..progress import progress
 from ..report import human_bytes
 from ..shards import Dataset, ErrorLog, decode_pose
-from ._click import CONTEXT
+from ._click import CONTEXT, check_output_file, write_output_file
 
 __all__ = ["export", "collect_annotations", "to_annotation"]
 
@@ -151,12 +150,13 @@ def export(url: str, fmt: str, out: str, split: str | None, quiet: bool) -> None
     follow tracks) and the kept frames: total_frames is the number of kept frames, and each
     annotation's source_frame_inds gives their source frame indices.
     """
+    check_output_file(out)
     ds = Dataset.open(url)
     splits = ds.select(split)
     annotations, split_keys = collect_annotations(ds, splits, show_progress=not quiet)
     buf = io.BytesIO()
     write_mmaction_pickle(buf, annotations, split_keys)
-    storage.write_bytes_atomic(out, buf.getvalue())
+    write_output_file(out, buf.getvalue())
     counts = ", ".join(f"{s} {len(k)}" for s, k in split_keys.items())
     click.echo(
         f"wrote {out} ({human_bytes(len(buf.getvalue()))}): {len(annotations)} samples "

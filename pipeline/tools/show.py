@@ -19,11 +19,10 @@ from typing import Any
 import click
 import numpy as np
 
-from .. import storage
 from ..errors import InvalidInput, user_errors
 from ..shards import Dataset, decode_pose, decode_raster
 from ..skeletons import Layout, get_layout
-from ._click import CONTEXT
+from ._click import CONTEXT, check_output_file, write_output_file
 
 __all__ = ["show", "SampleView", "load_sample", "find_sample", "render_sample", "pick_frames"]
 
@@ -228,13 +227,14 @@ def show(
     Find keys with: pipeline inspect URL --keys
     """
     sample_key = _key_from(key, key_option)
+    check_output_file(out)
     ds = Dataset.open(url)
     split_name, row = find_sample(ds, sample_key, split)
     view = load_sample(ds, split_name, row, n_frames)
     if not view.frames:
         raise InvalidInput(f"sample {sample_key!r} has no frames")
     image = render_sample(view, get_layout(ds.info.layout), ds.info.raster.score_threshold)
-    storage.write_bytes_atomic(out, _png_bytes(image))
+    write_output_file(out, _png_bytes(image))
     click.echo(
         f"wrote {out}: {split_name}/{sample_key} ({view.label_name}), frames "
         f"{', '.join(str(i) for i in sorted(view.frames))}, {image.shape[1]}x{image.shape[0]}"
