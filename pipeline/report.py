@@ -63,7 +63,8 @@ def print_build_summary(summary: Any, console: Console | None = None) -> None:
         )
     table.add_row("shards", f"{summary.shards} ({summary.shards_resumed} already done)")
     sizes = ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(summary.bytes_by_kind.items()))
-    table.add_row("bytes", sizes or "0")
+    # The samples' member bytes; `pipeline inspect` counts the tar files, headers included.
+    table.add_row("payload bytes", sizes or "0")
     table.add_row("time", f"{summary.seconds:.1f} s ({summary.videos_per_second:.2f} videos/s)")
     console.print(table)
     code = summary.exit_code

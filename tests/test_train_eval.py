@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from train_support import (  # noqa: F401 (fixture)
     train_cli,
 )
 
+from pipeline.errors import InvalidInput
 from train import data as D
 from train.contract import class_map, recipe_from_contract
 from train.distributed import Dist
@@ -109,6 +111,31 @@ def test_class_map_matches_classes_by_name(runs, tmp_path):
         ["Arms_Out", "arms up", "jumping"], ["arms up", "arms out", "arms down"], "name"
     )
     assert cmap.to_model.tolist() == [1, 0, -1]
+
+
+def test_class_map_mistakes_say_which_class(tmp_path):
+    model_classes = ["arms up", "arms out", "arms down"]
+    cases = [
+        (["arms out", "arms up", "arms down"], None, "in another order (class 0 is 'arms out'"),
+        (["arms up", "jumping", "arms down"], None, "the model has no 'jumping')"),
+        (["arms up", "arms out"], None, "the dataset has 2 of the model's 3 classes"),
+    ]
+    bad_csv = {
+        "one column": ("arms up\n", ":1: expected dataset_class,model_class"),
+        "dataset lacks": ("# ours,theirs\nwaving,arms up\n", ":2: the dataset has no 'waving'"),
+        "model lacks": ("arms up,waving\n", ":1: the model has no 'waving'"),
+    }
+    for name, (text, expected) in bad_csv.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_text(text)
+        cases.append((["arms up", "arms out", "arms down"], str(path), expected))
+    for dataset_classes, spec, expected in cases:
+        with pytest.raises(InvalidInput, match=re.escape(expected)):
+            class_map(dataset_classes, model_classes, spec)
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("raised,arms up\n\n")
+    cmap = class_map(["raised", "arms down"], model_classes, str(renamed))
+    assert cmap.to_model.tolist() == [0, 2]
 
 
 def test_layout_mismatch_is_refused(runs, tmp_path):

@@ -165,7 +165,8 @@ def test_damaged_shards_stop_training_beyond_the_read_error_limit(tmp_path):
     make_dataset(data, {"train": 8, "val": 2}, short=0, no_person=0, seed=5)
     truncate(data / "train" / "rgb-000000.tar", 0.3)
     fit = ("fit", "--stage", "appearance", "--data", data, *TINY, "--epochs", "1")
-    stopped = train_cli(*fit, "--out", tmp_path / "a", ok=False)
+    with pytest.warns(RuntimeWarning, match="skipped corrupt shard"):
+        stopped = train_cli(*fit, "--out", tmp_path / "a", ok=False)
     line = one_line_error_last(stopped)
     assert "samples could not be read, more than --max-read-error-fraction 0.05" in line
     assert "rgb-000000.tar" in line and not (tmp_path / "a" / "last.pt").exists()

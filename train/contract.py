@@ -230,19 +230,12 @@ def class_map(dataset_classes: list[str], model_classes: list[str], spec: str | 
     if spec is None:
         if list(dataset_classes) != list(model_classes):
             raise InvalidInput(
-                f"the dataset's {len(dataset_classes)} classes differ from the model's "
-                f"{len(model_classes)}; pass --class-map name to match them by name"
+                f"{_class_difference(dataset_classes, model_classes)}; pass --class-map name to "
+                "match them by name"
             )
         return ClassMap(dataset_classes, model_classes, {i: i for i in range(len(model_classes))})
     by_name = {_norm_name(c): i for i, c in enumerate(model_classes)}
-    explicit: dict[str, str] = {}
-    if spec != "name":
-        if not os.path.isfile(spec):
-            raise InvalidInput(f"--class-map {spec}: expected 'name' or a CSV file of name pairs")
-        with open(spec, newline="", encoding="utf-8") as f:
-            for row in csv.reader(f):
-                if len(row) >= 2 and not row[0].startswith("#"):
-                    explicit[_norm_name(row[0])] = _norm_name(row[1])
+    explicit = {} if spec == "name" else _read_class_pairs(spec, dataset_classes, by_name)
     pairs = {}
     for i, c in enumerate(dataset_classes):
         name = explicit.get(_norm_name(c), _norm_name(c))
@@ -251,3 +244,49 @@ def class_map(dataset_classes: list[str], model_classes: list[str], spec: str | 
     if not pairs:
         raise InvalidInput("--class-map: no dataset class matches a model class by name")
     return ClassMap(dataset_classes, model_classes, pairs)
+
+
+def _class_difference(dataset_classes: list[str], model_classes: list[str]) -> str:
+    """Why two class lists are not the same list, naming a class."""
+    unknown = [c for c in dataset_classes if c not in set(model_classes)]
+    if unknown:
+        return (
+            f"the dataset's {len(dataset_classes)} classes differ from the model's "
+            f"{len(model_classes)} (the model has no {unknown[0]!r}"
+            + (f" and {len(unknown) - 1} more)" if len(unknown) > 1 else ")")
+        )
+    if len(dataset_classes) != len(model_classes):
+        return f"the dataset has {len(dataset_classes)} of the model's {len(model_classes)} classes"
+    i = next(
+        i for i, (d, m) in enumerate(zip(dataset_classes, model_classes, strict=True)) if d != m
+    )
+    return (
+        f"the dataset's classes are the model's in another order (class {i} is "
+        f"{dataset_classes[i]!r} in the dataset, {model_classes[i]!r} in the model)"
+    )
+
+
+def _read_class_pairs(
+    spec: str, dataset_classes: list[str], model_by_name: dict[str, int]
+) -> dict[str, str]:
+    """``dataset_class,model_class`` rows of a --class-map CSV (normalised names); a row that is
+    not a pair, or names a class that neither side has, is an error, not silently unmatched."""
+    if not os.path.isfile(spec):
+        raise InvalidInput(f"--class-map {spec}: expected 'name' or a CSV file of name pairs")
+    dataset_names = {_norm_name(c) for c in dataset_classes}
+    pairs: dict[str, str] = {}
+    with open(spec, newline="", encoding="utf-8") as f:
+        for line, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip() or row[0].startswith("#"):
+                continue
+            if len(row) != 2:
+                raise InvalidInput(
+                    f"--class-map {spec}:{line}: expected dataset_class,model_class, got {row}"
+                )
+            ours, theirs = _norm_name(row[0]), _norm_name(row[1])
+            if ours not in dataset_names:
+                raise InvalidInput(f"--class-map {spec}:{line}: the dataset has no {row[0]!r}")
+            if theirs not in model_by_name:
+                raise InvalidInput(f"--class-map {spec}:{line}: the model has no {row[1]!r}")
+            pairs[ours] = theirs
+    return pairs
