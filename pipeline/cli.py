@@ -209,12 +209,16 @@ def build(**kwargs: Any) -> None:
     """
     from .build import BuildOptions
     from .build import build as run_build
+    from .build.options import OptionError
     from .report import print_build_summary
 
     quiet = kwargs.pop("quiet")
     pose_options = _parse_pose_options(kwargs.pop("pose_option"))
     options = BuildOptions(**kwargs, pose_options=pose_options)
-    summary = run_build(options, show_progress=not quiet)
+    try:
+        summary = run_build(options, show_progress=not quiet)
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
     print_build_summary(summary)
     sys.exit(summary.exit_code)
 

@@ -15,6 +15,7 @@ __all__ = [
     "POSE_CHOICES",
     "POSES_FPS_HELP",
     "BuildError",
+    "OptionError",
     "BuildOptions",
     "check_options",
     "default_of",
@@ -26,6 +27,11 @@ POSES_FPS_HELP = "auto|native|N"
 
 class BuildError(UserError):
     """A user mistake that stops the build before it starts (one-line message)."""
+
+
+class OptionError(BuildError):
+    """Options that cannot go together or a value out of range: a command-line mistake (the
+    CLI exits 2, as for what click itself refuses)."""
 
 
 @dataclass
@@ -118,28 +124,28 @@ def check_options(options: BuildOptions) -> None:
 
     # Callers other than the CLI (benchmarks, tests, other programs) get the same checks.
     if options.dataset not in DATASETS:
-        raise BuildError(f"--dataset must be one of {', '.join(DATASETS)}")
+        raise OptionError(f"--dataset must be one of {', '.join(DATASETS)}")
     if options.pose not in POSE_CHOICES:
-        raise BuildError(f"--pose must be one of {', '.join(POSE_CHOICES)}")
+        raise OptionError(f"--pose must be one of {', '.join(POSE_CHOICES)}")
     if options.pose == "precomputed" and not options.poses:
-        raise BuildError("--pose precomputed needs --poses (where the pose files are)")
+        raise OptionError("--pose precomputed needs --poses (where the pose files are)")
     if options.layout is not None and options.layout not in LAYOUT_NAMES:
-        raise BuildError(f"--layout must be one of {', '.join(LAYOUT_NAMES)}")
+        raise OptionError(f"--layout must be one of {', '.join(LAYOUT_NAMES)}")
     for name, low in (("frame_stride", 1), ("short_side", 16), ("samples_per_shard", 1),
                       ("limit", 1), ("num_workers", 1)):  # fmt: skip
         value = getattr(options, name)
         if value is not None and value < low:
-            raise BuildError(f"--{name.replace('_', '-')} must be >= {low}")
+            raise OptionError(f"--{name.replace('_', '-')} must be >= {low}")
     if not 0.0 <= options.max_error_fraction <= 1.0:
-        raise BuildError("--max-error-fraction must be between 0 and 1")
+        raise OptionError("--max-error-fraction must be between 0 and 1")
     if options.retry_errors and options.overwrite:
-        raise BuildError("--retry-errors and --overwrite exclude each other")
+        raise OptionError("--retry-errors and --overwrite exclude each other")
     if options.poses_fps not in ("auto", "native"):
         try:
             if float(options.poses_fps) <= 0:
                 raise ValueError
         except ValueError:
-            raise BuildError(f"--poses-fps must be {POSES_FPS_HELP} (a positive number)") from None
+            raise OptionError(f"--poses-fps must be {POSES_FPS_HELP} (a positive number)") from None
     for name in ("videos", "annotations", "poses", "classes"):
         url = getattr(options, name)
         if url and not storage.exists(url):
