@@ -26,7 +26,8 @@ CACHE="${CACHE:-/cache/shards}"
 RUN_ID="${RUN_ID:-k400-appearance}"
 
 # Paper global batch 32: --batch-size (per process) defaults to 32 / (NNODES x NPROC), e.g. 1
-# on 4 x 8 GPUs. Add --resume to continue from OUT/last.pt after a failure.
+# on 4 x 8 GPUs. --resume continues from OUT/last.pt after a failure (and starts a new run when
+# there is none), so the same command serves both.
 exec torchrun --nnodes "$NNODES" --nproc_per_node "$NPROC" \
     --rdzv_backend c10d --rdzv_endpoint "$HEAD:29500" --rdzv_id "$RUN_ID" \
     -m train fit --stage appearance --data "$DATA" --out "$OUT" \

@@ -34,6 +34,7 @@ from torch import nn
 
 from model.integral import DEFAULT_GATE_NORM, STAGE2_VARIANTS, ActionModel, build
 from pipeline.errors import InvalidInput
+from pipeline.storage import new_file_mode
 
 __all__ = [
     "FORMAT_VERSION",
@@ -151,6 +152,7 @@ def save_checkpoint(
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would hide it from others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

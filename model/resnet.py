@@ -254,7 +254,8 @@ def load_imagenet_weights(module: nn.Module, path: str | os.PathLike[str]) -> No
         raise ValueError(f"ImageNet weights {os.fspath(path)}: no such file") from None
     except Exception as exc:  # unpickling errors have many types; report them in one line
         raise ValueError(
-            f"ImageNet weights {os.fspath(path)}: unreadable ({type(exc).__name__})"
+            f"ImageNet weights {os.fspath(path)}: not a torchvision ResNet state dict "
+            f"({type(exc).__name__} loading it as plain tensors)"
         ) from None
     if isinstance(loaded, Mapping):
         for wrapper in ("state_dict", "model"):

@@ -21,9 +21,11 @@ from typing import IO
 
 import fsspec
 
-from .errors import UserError
+from .errors import InvalidInput, UserError, describe
 
 __all__ = [
+    "check_output_file",
+    "new_file_mode",
     "is_remote",
     "join",
     "get_fs",
@@ -258,3 +260,27 @@ def local_copy(url: str | os.PathLike, suffix: str = "") -> Iterator[str]:
 def storage_env() -> dict[str, str]:
     """The storage variables set in this process, to hand to remote workers."""
     return {k: os.environ[k] for k in _STORAGE_ENV if k in os.environ}
+
+
+def check_output_file(out: str, option: str = "-o") -> None:
+    """Fail before any work when a local ``out`` cannot be a file: its folder cannot be made (a
+    file is in the way, no permission) or ``out`` is a folder. A bucket's errors come with the
+    write."""
+    if is_remote(out):
+        return
+    path = os.path.abspath(strip_protocol(out))
+    if os.path.isdir(path):
+        raise InvalidInput(f"{option} {out} is a folder; give a file name")
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"{option} {out}: cannot create its folder ({describe(exc)})") from None
+
+
+def new_file_mode() -> int:
+    """The mode open() gives a new file under this process's umask: for files written through
+    a temporary from ``tempfile.mkstemp`` (always 0600), so that a shared run folder's
+    checkpoints are as readable as its logs."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -138,6 +138,23 @@ def test_class_map_mistakes_say_which_class(tmp_path):
     assert cmap.to_model.tolist() == [0, 2]
 
 
+def test_eval_refuses_what_it_could_only_fail_at_the_end(runs, tmp_path):
+    ckpt = runs["pose"] / "last.pt"
+    base = ("eval", "--checkpoint", ckpt, "--data", runs["data"], "--split", "val")
+    # --plot of a model without a gate, --out onto a folder: refused before evaluating (a
+    # Kinetics evaluation takes hours), three models: not a documented combination.
+    for extra, status, message in (
+        (("--plot", tmp_path / "g.png"), 2, "--plot: the model has no gate"),
+        (("--out", tmp_path), 1, f"--out {tmp_path} is a folder"),
+        (("--checkpoint", ckpt, "--checkpoint", ckpt), 2, "give one model, or two"),
+        (("--split", "test"), 1, "no split 'test' in"),
+    ):
+        result = train_cli(*base, *extra, ok=False)
+        assert result.exit_code == status and "Traceback" not in result.output, result.output
+        assert message in result.output.strip().splitlines()[-1]
+        assert "top-1" not in result.output  # nothing was evaluated
+
+
 def test_layout_mismatch_is_refused(runs, tmp_path):
     other = tmp_path / "openpose"
     make_dataset(other, {"val": 2}, layout="openpose18", short=0, no_person=0)

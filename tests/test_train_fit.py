@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -131,6 +134,8 @@ def one_line_error(result) -> str:
 
 def test_bad_input_gives_one_line_errors(runs, tmp_path):
     data = str(runs["data"])
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
     fit = ("fit", "--data", data, *TINY)
     cases = [
         (("fit", "--stage", "pose", "--data", str(tmp_path / "nope"), "--out", tmp_path / "a"),
@@ -155,6 +160,17 @@ def test_bad_input_gives_one_line_errors(runs, tmp_path):
          "--gate-weight must be >= 0"),
         ((*fit, "--stage", "pose", "--max-read-error-fraction", "2", "--out", tmp_path / "j"),
          "--max-read-error-fraction must be between 0 and 1"),
+        ((*fit, "--stage", "pose", "--out", a_file), f"--out {a_file} is a file"),
+        ((*fit, "--stage", "pose", "--shuffle-buffer", "-1", "--out", tmp_path / "n"),
+         "--shuffle-buffer must be >= 0"),
+        ((*fit, "--stage", "pose", "--epochs", "2", "--lr-steps", "1,2", "--out", tmp_path / "o"),
+         "a step at or after the last epoch (2) never lowers the rate"),
+        ((*fit, "--stage", "pose", "--split", "test", "--out", tmp_path / "k"),
+         "no split 'test' in"),
+        ((*fit, "--stage", "appearance", "--pretrained", tmp_path / "no.pth", "--out",
+          tmp_path / "l"), "--pretrained: ImageNet weights"),
+        ((*fit, "--stage", "appearance", "--pretrained", runs["pose"] / "last.pt", "--out",
+          tmp_path / "m"), "not a torchvision ResNet state dict"),
     ]  # fmt: skip
     for args, message in cases:
         assert message in one_line_error(train_cli(*args, ok=False))
@@ -238,6 +254,71 @@ def test_config_file_and_schedules(tmp_path):
     path.write_text("optim: {learning_rate: 1}\n")
     with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
         build_fit_config("pose", {}, str(path))
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ('optim: {epochs: "ten"}', "optim: epochs must be int, got 'ten'"),
+        ("clips: {clip_len: 2.5}", "clips: clip_len must be int, got 2.5"),
+        ("model: {gate_weight: high}", "model: gate_weight must be float, got 'high'"),
+        ('optim: {lr_steps: "1,2"}', "optim: lr_steps must be list[int], got '1,2'"),
+        ("run: {channels_last: 1}", "run: channels_last must be bool, got 1"),
+        ("run: {device: 0}", "run: device must be str, got 0"),
+        ("model: {appearance_depth: 19}", "--appearance-depth must be one of 18, 34, 50, got 19"),
+    ],
+)
+def test_config_file_values_are_type_checked(tmp_path, yaml_text, message):
+    from train.config import ConfigError, build_fit_config
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_fit_config("appearance", {}, str(path))
+
+
+def test_the_documented_yaml_layout_names_every_setting_and_loads(tmp_path):
+    import dataclasses
+    import textwrap
+
+    import yaml
+
+    import train.config as config
+
+    doc = config.__doc__
+    layout = textwrap.dedent(doc[doc.index("    data:") : doc.index("Values are")])
+    sections = yaml.safe_load(layout)
+    for name, cls in config.SECTIONS.items():
+        hidden = {"rank_report"}  # a debugging switch, hidden in --help too
+        assert set(sections[name]) == {f.name for f in dataclasses.fields(cls)} - hidden, name
+    path = tmp_path / "layout.yaml"
+    path.write_text(layout)
+    cfg = config.build_fit_config("integral", {}, str(path))
+    assert cfg.data.workers == config.DataConfig().workers  # the layout shows the defaults
+
+
+def test_config_file_whole_numbers_serve_as_floats(tmp_path):
+    from train.config import build_fit_config
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model: {gate_weight: 2}\noptim: {lr_steps: [3, 6], lr: 1}\n")
+    cfg = build_fit_config("integral", {}, str(path))
+    assert cfg.model.gate_weight == 2.0 and isinstance(cfg.model.gate_weight, float)
+    assert cfg.optim.lr_steps == [3, 6] and isinstance(cfg.optim.lr, float)
+
+
+def test_resume_keeps_the_runs_settings_and_refuses_other_ones(runs, tmp_path):
+    run = tmp_path / "pose"
+    shutil.copytree(runs["pose"], run)
+    base = ("fit", "--stage", "pose", "--data", runs["data"], "--out", run, "--resume")
+    changed = train_cli(*base, "--lr", "0.5", "--pose-depth", "34", ok=False)
+    line = one_line_error(changed)
+    assert "--pose-depth 34 (the run: 18), --lr 0.5 (the run: unset)" in line
+    # Nothing but where and how: the run's own settings (1 epoch, TINY clips), all done.
+    done = train_cli(*base, "--workers", "0", "--no-progress")
+    assert f"the run in {run} has trained all its 1 epochs" in done.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["optim"]["epochs"] == 1 and config["clips"]["input_size"] == 32
 
 
 def test_precise_bn_averages_batch_statistics_and_spares_frozen_layers():

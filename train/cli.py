@@ -389,9 +389,19 @@ def eval_(
     **kwargs: Any,
 ) -> None:
     """Evaluate checkpoints with multi-clip testing; print a table, write the JSON report."""
+    from pipeline.storage import check_output_file
+
     from . import distributed
     from .evaluate import evaluate, print_report, write_report
 
+    if len(checkpoints) > 2:
+        raise click.UsageError("--checkpoint: give one model, or two with --combine mean")
+    # Before the evaluation, not after it: the outputs can be written, --plot has a gate to draw.
+    for path, option in ((out, "--out"), (plot, "--plot")):
+        if path:
+            check_output_file(path, option)
+    if plot and not any(_is_gated(c) for c in checkpoints):
+        raise click.UsageError("--plot: the model has no gate (not a gated stage-2 model)")
     data, split = kwargs.pop("data"), kwargs.pop("split")
     dist = distributed.setup(device)
     try:
@@ -416,6 +426,12 @@ def eval_(
                     click.echo(f"gate plot: {plot}")
     finally:
         distributed.teardown(dist)
+
+
+def _is_gated(checkpoint: str) -> bool:
+    import model as models
+
+    return models.load_checkpoint(checkpoint)["model_config"]["variant"] in models.GATED_VARIANTS
 
 
 def _plot_one(report: dict[str, Any], path: str) -> None:
@@ -476,8 +492,13 @@ def report(
     from rich.console import Console
     from rich.table import Table
 
+    from pipeline.storage import check_output_file
+
     from .report import gate_table, load_report, per_video_gates, plot_gate_distributions
 
+    for path, option in ((plot, "--plot"), (json_out, "--json")):
+        if path:
+            check_output_file(path, option)
     loaded = [
         (panel, label, per_video_gates(load_report(path), path)) for panel, label, path in series
     ]

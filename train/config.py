@@ -5,8 +5,8 @@ command-line options. Nothing here is global: ``fit`` receives one :class:`FitCo
 
 YAML layout (every key optional)::
 
-    data:  {split: train, val_split: val, workers: 4, shuffle_buffer: 64, cache_dir: null,
-            max_read_error_fraction: 0.05}
+    data:  {data: "", split: train, val_split: val, workers: 2, shuffle_buffer: 64,
+            cache_dir: null, max_read_error_fraction: 0.05}
     clips: {clip_len: 8, stride: 8, pose_clip_len: 32, pose_stride: 2, input_size: 224,
             pose_input: keypoints, pose_crop: frame, pose_size: 56, pose_sigma: 0.5,
             val_clips: 1}
@@ -14,19 +14,27 @@ YAML layout (every key optional)::
             gate_norm: none, pretrained: null, init_appearance: null, init_pose: null}
     optim: {schedule: kinetics, epochs: null, lr_steps: null, lr: null, momentum: 0.9,
             weight_decay: 1.0e-4, batch_size: null}
-    run:   {seed: 0, device: auto, precision: auto, val_every: 1, log_every: 20, precise_bn: 0,
-            cache_features: 0, feature_cache: null, feature_dtype: float32}
+    run:   {out: "", seed: 0, device: auto, precision: auto, channels_last: true,
+            val_every: 1, log_every: 20, resume: false, precise_bn: 0, progress: null,
+            cache_features: 0, feature_cache: null, feature_dtype: float32,
+            keep_checkpoints: 0}
+
+Values are checked against each field's type (an int is taken where a float is asked for).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from model import DEFAULT_GATE_NORM, GATE_NORMS, STAGE2_VARIANTS
+from model.resnet import RESNET_SPECS
 from pipeline.errors import InvalidInput
 
 from .augment import POSE_CROPS
@@ -64,6 +72,9 @@ POSE_INPUTS = ("keypoints", "raster")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Global batch of the paper (section 4.1); --batch-size defaults to this over the processes.
 PAPER_GLOBAL_BATCH = 32
+
+
+RESNET_DEPTHS = tuple(sorted(RESNET_SPECS))
 
 
 class ConfigError(InvalidInput):
@@ -191,6 +202,11 @@ class OptimConfig:
             milestones = base.milestones
         if any(m < 1 for m in milestones):
             raise ConfigError(f"--lr-steps must be positive epochs, got {list(milestones)}")
+        if any(m >= epochs for m in milestones):
+            raise ConfigError(
+                f"--lr-steps {','.join(map(str, milestones))}: a step at or after the last "
+                f"epoch ({epochs}) never lowers the rate"
+            )
         lr = self.lr if self.lr is not None else base.lr
         if lr <= 0:
             raise ConfigError(f"--lr must be positive, got {lr}")
@@ -230,6 +246,9 @@ class FitConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # (section, field) of the settings the command line or --config file gave, for --resume;
+    # None for a FitConfig made in code. Not a setting: not saved with the run.
+    given: set[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def variant(self) -> str:
@@ -250,13 +269,42 @@ OPTION_FIELDS: dict[str, tuple[str, str]] = {
 
 
 def _apply(section_obj: Any, values: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(section_obj))
     names = {f.name for f in dataclasses.fields(section_obj)}
     for key, value in values.items():
         if key not in names:
             raise ConfigError(
                 f"{where}: unknown setting {key!r}; known: {', '.join(sorted(names))}"
             )
-        setattr(section_obj, key, value)
+        setattr(section_obj, key, _typed(value, hints[key], f"{where}: {key}"))
+
+
+def _typed(value: Any, hint: Any, what: str) -> Any:
+    """``value`` as the field's type (an int where a float is asked for becomes a float): a YAML
+    file is not checked by click, and a wrong type would surface as a traceback far away."""
+    options = typing.get_args(hint) if typing.get_origin(hint) is types.UnionType else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{what} cannot be empty")
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):
+            continue  # YAML's true/false is no number
+        if option is int and isinstance(value, int):
+            return value
+        if option is float and isinstance(value, int | float):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if typing.get_origin(option) is list and isinstance(value, list):
+            (item,) = typing.get_args(option)
+            return [_typed(v, item, what) for v in value]
+    wanted = " or ".join(
+        str(o) if typing.get_origin(o) else o.__name__ for o in options if o is not type(None)
+    )
+    raise ConfigError(f"{what} must be {wanted}, got {value!r}")
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -280,6 +328,7 @@ def build_fit_config(
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     cfg = FitConfig(stage=stage)
+    given: set[tuple[str, str]] = set()
     if config_file:
         data = load_yaml(config_file)
         file_stage = data.pop("stage", None)
@@ -294,6 +343,7 @@ def build_fit_config(
             if not isinstance(values, dict):
                 raise ConfigError(f"config file {config_file}: section {section} is not a mapping")
             _apply(getattr(cfg, section), values, f"config file {config_file}, {section}")
+            given |= {(section, key) for key in values}
     for name, value in options.items():
         if value is None:
             continue
@@ -301,6 +351,8 @@ def build_fit_config(
             raise ConfigError(f"unknown option {name!r}")
         section, fname = OPTION_FIELDS[name]
         setattr(getattr(cfg, section), fname, value)
+        given.add((section, fname))
+    cfg.given = given
     validate(cfg)
     return cfg
 
@@ -319,6 +371,12 @@ def validate(cfg: FitConfig) -> None:
         raise ConfigError(
             f"stage {cfg.stage} trains variant {' or '.join(allowed)}, not {variant!r}"
         )
+    for name in ("appearance_depth", "pose_depth"):
+        if getattr(cfg.model, name) not in RESNET_DEPTHS:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be one of "
+                f"{', '.join(map(str, RESNET_DEPTHS))}, got {getattr(cfg.model, name)}"
+            )
     if cfg.clips.pose_input is not None and cfg.clips.pose_input not in POSE_INPUTS:
         raise ConfigError(f"--pose-input must be one of {', '.join(POSE_INPUTS)}")
     if cfg.clips.pose_crop is not None and cfg.clips.pose_crop not in POSE_CROPS:
@@ -370,6 +428,10 @@ def validate(cfg: FitConfig) -> None:
         raise ConfigError(f"--workers must be >= 0, got {cfg.data.workers}")
     if cfg.run.precise_bn < 0:
         raise ConfigError(f"--precise-bn must be >= 0, got {cfg.run.precise_bn}")
+    if cfg.data.shuffle_buffer < 0:
+        raise ConfigError(f"--shuffle-buffer must be >= 0, got {cfg.data.shuffle_buffer}")
+    if cfg.run.log_every < 0:
+        raise ConfigError(f"--log-every must be >= 0 (0: no step lines), got {cfg.run.log_every}")
     if cfg.run.val_every < 0:
         raise ConfigError(f"--val-every must be >= 0, got {cfg.run.val_every}")
     if not 0.0 <= cfg.data.max_read_error_fraction <= 1.0:
@@ -388,6 +450,65 @@ def validate(cfg: FitConfig) -> None:
     cfg.optim.resolve(cfg.stage)  # raises on a bad schedule
 
 
+# Settings a resumed run may take from the new command: where things are and how the run is
+# shown, not what it trains (the hardware ones because a run may resume on another machine).
+RESUME_FREE = {
+    ("data", "data"), ("data", "workers"), ("data", "cache_dir"), ("run", "out"),
+    ("run", "resume"), ("run", "progress"), ("run", "log_every"), ("run", "keep_checkpoints"),
+    ("run", "device"), ("run", "precision"), ("run", "channels_last"), ("run", "rank_report"),
+    ("run", "feature_cache"), ("model", "init_appearance"), ("model", "init_pose"),
+    ("model", "pretrained"),
+}  # fmt: skip
+
+
+def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfig:
+    """The settings of the run saved in ``where`` with the :data:`RESUME_FREE` ones from
+    ``cfg``. A setting the command leaves unset takes the run's; one it sets to another value
+    is refused: the restored optimiser and scheduler would not follow it, and config.json would
+    record what did not happen."""
+    merged = copy.deepcopy(cfg)
+    given = cfg.given if cfg.given is not None else _set_fields(cfg)
+    changed = []
+    for section in SECTIONS:
+        ours, theirs = getattr(merged, section), saved.get(section) or {}
+        for f in dataclasses.fields(ours):
+            if (section, f.name) in RESUME_FREE or f.name not in theirs:
+                continue
+            mine, run = getattr(ours, f.name), theirs[f.name]
+            if (section, f.name) not in given or mine == run:
+                setattr(ours, f.name, run)
+            else:
+                changed.append(
+                    f"--{f.name.replace('_', '-')} {_shown(mine)} (the run: {_shown(run)})"
+                )
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise ConfigError(
+            f"--resume with settings other than the run's in {where}: {', '.join(changed[:3])}"
+            f"{more}; resume with its own (its config.json) or train into another --out"
+        )
+    validate(merged)
+    return merged
+
+
+def _set_fields(cfg: FitConfig) -> set[tuple[str, str]]:
+    """Without a record of what the command gave (a FitConfig made in code): what is not None."""
+    return {
+        (section, f.name)
+        for section in SECTIONS
+        for f in dataclasses.fields(getattr(cfg, section))
+        if getattr(getattr(cfg, section), f.name) is not None
+    }
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
 def config_to_dict(cfg: FitConfig) -> dict[str, Any]:
     """Plain data (YAML/JSON-ready), as stored in checkpoints and printed at start."""
-    return dataclasses.asdict(cfg)
+    data = dataclasses.asdict(cfg)
+    data.pop("given", None)
+    return data

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -543,6 +544,8 @@ def evaluate(
             workers=workers, cache_dir=cache_dir, labels=labels, skip=skip,
             pin_memory=dist.device.type == "cuda",
         )  # fmt: skip
+        if precision != "fp32" and dist.device.type != "cuda":
+            warnings.warn(f"--precision {precision} needs CUDA; evaluating in fp32", stacklevel=2)
         preds = predict(
             [m for m, _ in loaded], loader, dist.device, dist, precision, progress=update
         )

@@ -286,6 +286,7 @@ def cached_features(
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(feats.to_dict(), f)
+            os.chmod(tmp, storage.new_file_mode())  # mkstemp's 0600 would hide it from others
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

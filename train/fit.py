@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import model as models
-from pipeline.errors import InvalidInput
+from pipeline.errors import InvalidInput, describe, one_line
 from pipeline.progress import progress_bar
 from pipeline.shards import Split
 from pipeline.skeletons import get_layout
@@ -36,7 +36,7 @@ from pipeline.skeletons import get_layout
 from . import contract as contracts
 from . import distributed
 from .augment import IMAGENET, UNIT
-from .config import PAPER_GLOBAL_BATCH, ConfigError, FitConfig, config_to_dict
+from .config import PAPER_GLOBAL_BATCH, ConfigError, FitConfig, config_to_dict, resume_config
 from .data import (
     ClipDataset,
     eval_recipe,
@@ -195,7 +195,10 @@ def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, 
     if cfg.model.pretrained:
         if not contracts.uses_rgb(variant):
             raise ConfigError("--pretrained loads ImageNet weights into the appearance stream")
-        models.load_imagenet_weights(net.appearance, cfg.model.pretrained)
+        try:
+            models.load_imagenet_weights(net.appearance, cfg.model.pretrained)
+        except ValueError as exc:  # the file the user named: missing, not weights, other depth
+            raise ConfigError(f"--pretrained: {one_line(exc)}") from None
         norm = IMAGENET  # the statistics the weights were trained with
     return net, contracts.make_contract(info, variant, clip, norm), clip
 
@@ -212,11 +215,14 @@ class _Run:
         self.dist = dist
         self.out = cfg.run.out
         self.last_path = os.path.join(self.out, "last.pt")
+        resume = self._resume_checkpoint()
+        if resume is not None:  # the run's own settings, not the defaults of what was omitted
+            saved = (resume.get("extra") or {}).get("config", {})
+            self.cfg = cfg = resume_config(cfg, saved, self.out)
         self.schedule = cfg.optim.resolve(cfg.stage)
         self.precision = resolve_precision(cfg.run.precision, dist.device)
         self.train_data = open_split(cfg.data.data, cfg.data.split)
         self.val_data = sibling_split(self.train_data, cfg.data.val_split)
-        resume = self._resume_checkpoint()
         if resume is not None:
             self.net = models.build_from_checkpoint(resume)
             self.contract = dict(resume["contract"])
@@ -598,6 +604,8 @@ class _Run:
         )
         if self.val_data is None:
             _say(dist, f"no {cfg.data.val_split!r} split: no validation, no best.pt")
+        if self.start_epoch >= self.schedule.epochs:
+            _say(dist, f"the run in {self.out} has trained all its {self.schedule.epochs} epochs")
         for epoch in range(self.start_epoch, self.schedule.epochs):
             lr = self.optimizer.param_groups[0]["lr"]
             trained = (
@@ -703,7 +711,8 @@ class _Run:
         if read_errors:
             table.add_row("read errors skipped", str(read_errors))
         table.add_row("time", f"{result.seconds:.1f}s")
-        table.add_row("checkpoints", os.path.join(self.out, "{last,best,epoch_NNN}.pt"))
+        names = "{last,best,epoch_NNN}" if self.val_data is not None else "{last,epoch_NNN}"
+        table.add_row("checkpoints", os.path.join(self.out, f"{names}.pt"))
         Console(file=sys.stdout).print(table)
 
     def _rank_report(self) -> None:
@@ -793,10 +802,15 @@ def fit(cfg: FitConfig) -> FitResult:
         raise ConfigError("--data is required")
     if not cfg.run.out:
         raise ConfigError("--out is required")
+    if os.path.exists(cfg.run.out) and not os.path.isdir(cfg.run.out):
+        raise ConfigError(f"--out {cfg.run.out} is a file; give a folder for the run")
     dist = distributed.setup(cfg.run.device)
     try:
         if dist.is_main:
-            os.makedirs(cfg.run.out, exist_ok=True)
+            try:
+                os.makedirs(cfg.run.out, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"--out {cfg.run.out} cannot be made: {describe(exc)}") from None
         dist.barrier()
         return _Run(cfg, dist).run()
     finally:

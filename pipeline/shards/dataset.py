@@ -249,6 +249,9 @@ class Split:
 
     def index_table(self, columns: Sequence[str] | None = None) -> pa.Table:
         url = self._table_url(INDEX_PARQUET)
+        if not storage.exists(url) and not storage.exists(self.url):
+            have = ", ".join(self.dataset.splits) or "none"
+            raise InputNotFound(f"no split {self.name!r} in {self.root} (splits: {have})")
         if not storage.exists(url):
             raise InputNotFound(
                 f"{url} is missing: the build of split {self.name!r} did not finish "
