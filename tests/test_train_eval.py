@@ -148,7 +148,9 @@ def test_eval_refuses_what_it_could_only_fail_at_the_end(runs, tmp_path):
         (("--out", tmp_path), 1, f"--out {tmp_path} is a folder"),
         (("--checkpoint", ckpt, "--checkpoint", ckpt), 2, "give one model, or two"),
         (("--split", "test"), 1, "no split 'test' in"),
-    ):
+        (("--video-info", _fake_synth(tmp_path / "synth.json", ["elsewhere"], set())), 1,
+         "describes none of the"),
+    ):  # fmt: skip
         result = train_cli(*base, *extra, ok=False)
         assert result.exit_code == status and "Traceback" not in result.output, result.output
         assert message in result.output.strip().splitlines()[-1]

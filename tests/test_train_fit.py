@@ -202,6 +202,15 @@ def one_line_error_last(result) -> str:
     return last
 
 
+def test_training_on_the_validation_split_is_said(runs, tmp_path):
+    # --data naming the val folder makes val the training split too.
+    with pytest.warns(UserWarning, match="training and validating on the same split 'val'"):
+        train_cli(
+            "fit", "--stage", "pose", "--data", runs["data"] / "val", "--out", tmp_path / "r",
+            *TINY, "--epochs", "1",
+        )  # fmt: skip
+
+
 def test_checkpoint_of_another_layout_is_refused(runs, tmp_path):
     other = tmp_path / "openpose"
     make_dataset(other, {"train": 3}, layout="openpose18", short=0, no_person=0)

@@ -84,7 +84,10 @@ def main() -> None:
     type=click.Path(dir_okay=False),
     help="YAML file of settings (sections data, clips, model, optim, run); options override it.",
 )
-@click.option("--split", help="Training split." + shown("data", "split"))
+@click.option(
+    "--split",
+    help="Training split (ignored when --data names a split folder)." + shown("data", "split"),
+)
 @click.option(
     "--val-split", help="Validation split (skipped when absent)." + shown("data", "val_split")
 )

@@ -525,6 +525,11 @@ def evaluate(
     expected = set(labels) - skip
 
     info = load_video_info(video_info)
+    if info and not any(k in info for k in labels):
+        raise InvalidInput(
+            f"--video-info {video_info} describes none of the {len(labels)} videos of split "
+            f"{data.name!r}: the synth.json of another dataset?"
+        )
     bar = progress_bar(len(expected) * clips, "eval", "clip", progress and dist.is_main)
     update = bar.update
     single = loaded[0][0] if len(loaded) == 1 else None

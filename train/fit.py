@@ -223,6 +223,12 @@ class _Run:
         self.precision = resolve_precision(cfg.run.precision, dist.device)
         self.train_data = open_split(cfg.data.data, cfg.data.split)
         self.val_data = sibling_split(self.train_data, cfg.data.val_split)
+        if self.val_data is not None and self.val_data.name == self.train_data.name:
+            warnings.warn(
+                f"training and validating on the same split {self.train_data.name!r}: "
+                "best.pt and val top-1 say nothing about other videos",
+                stacklevel=2,
+            )
         if resume is not None:
             self.net = models.build_from_checkpoint(resume)
             self.contract = dict(resume["contract"])
