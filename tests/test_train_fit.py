@@ -161,6 +161,8 @@ def test_bad_input_gives_one_line_errors(runs, tmp_path):
         ((*fit, "--stage", "pose", "--max-read-error-fraction", "2", "--out", tmp_path / "j"),
          "--max-read-error-fraction must be between 0 and 1"),
         ((*fit, "--stage", "pose", "--out", a_file), f"--out {a_file} is a file"),
+        ((*fit, "--stage", "pose", "--feature-cache", tmp_path, "--out", tmp_path / "p"),
+         "--feature-cache is where --cache-features N keeps its features"),
         ((*fit, "--stage", "pose", "--shuffle-buffer", "-1", "--out", tmp_path / "n"),
          "--shuffle-buffer must be >= 0"),
         ((*fit, "--stage", "pose", "--epochs", "2", "--lr-steps", "1,2", "--out", tmp_path / "o"),

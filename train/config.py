@@ -391,6 +391,8 @@ def validate(cfg: FitConfig) -> None:
         raise ConfigError("--feature-dtype must be float32 or float16")
     if cfg.run.cache_features < 0:
         raise ConfigError(f"--cache-features must be >= 0, got {cfg.run.cache_features}")
+    if cfg.run.feature_cache and not cfg.run.cache_features:
+        raise ConfigError("--feature-cache is where --cache-features N keeps its features: give N")
     if cfg.run.cache_features and cfg.stage != "integral":
         raise ConfigError("--cache-features is for stage integral (frozen streams)")
     if cfg.run.cache_features and not cfg.model.init_appearance:
