@@ -125,7 +125,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
 
 def plain_warnings() -> None:
     """Warnings as ``warning: message`` lines for a CLI's user: not Python's file, line number and
-    echoed source line, which say where in our code, not what to do."""
+    echoed source line, which say where in our code, not what to do. For the current click
+    command only: the format is restored when it ends (a program or a test session that runs
+    the CLI in-process keeps its own)."""
     import warnings
 
+    before = warnings.formatwarning
     warnings.formatwarning = _one_line_warning
+
+    def restore() -> None:
+        warnings.formatwarning = before
+
+    click.get_current_context().call_on_close(restore)

@@ -281,6 +281,11 @@ def new_file_mode() -> int:
     """The mode open() gives a new file under this process's umask: for files written through
     a temporary from ``tempfile.mkstemp`` (always 0600), so that a shared run folder's
     checkpoints are as readable as its logs."""
-    umask = os.umask(0)
-    os.umask(umask)
+    try:  # Linux says it without the umask(0) round trip, during which other threads'
+        # new files would be world-writable.
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0)
+        os.umask(umask)
     return 0o666 & ~umask

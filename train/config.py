@@ -202,11 +202,6 @@ class OptimConfig:
             milestones = base.milestones
         if any(m < 1 for m in milestones):
             raise ConfigError(f"--lr-steps must be positive epochs, got {list(milestones)}")
-        if any(m >= epochs for m in milestones):
-            raise ConfigError(
-                f"--lr-steps {','.join(map(str, milestones))}: a step at or after the last "
-                f"epoch ({epochs}) never lowers the rate"
-            )
         lr = self.lr if self.lr is not None else base.lr
         if lr <= 0:
             raise ConfigError(f"--lr must be positive, got {lr}")
@@ -353,12 +348,14 @@ def build_fit_config(
         setattr(getattr(cfg, section), fname, value)
         given.add((section, fname))
     cfg.given = given
-    validate(cfg)
+    if not cfg.run.resume:  # a resumed run is checked once merged with its saved settings
+        validate(cfg)
     return cfg
 
 
-def validate(cfg: FitConfig) -> None:
-    """Checks that need no data: variant vs stage, option ranges."""
+def validate(cfg: FitConfig, resumed: bool = False) -> None:
+    """Checks that need no data: variant vs stage, option ranges. ``resumed``: the settings of
+    a run that already trained, which stay loadable under checks added since."""
     variant = cfg.variant
     init = (cfg.model.init_appearance, cfg.model.init_pose)
     allowed = STAGE_VARIANTS[cfg.stage]
@@ -449,7 +446,12 @@ def validate(cfg: FitConfig) -> None:
         raise ConfigError("--init-appearance / --init-pose are for stage integral")
     if cfg.stage == "integral" and sum(x is not None for x in init) == 1:
         raise ConfigError("stage integral needs both --init-appearance and --init-pose (or none)")
-    cfg.optim.resolve(cfg.stage)  # raises on a bad schedule
+    schedule = cfg.optim.resolve(cfg.stage)  # raises on a bad schedule
+    if not resumed and any(m >= schedule.epochs for m in schedule.milestones):
+        raise ConfigError(
+            f"--lr-steps {','.join(map(str, schedule.milestones))}: a step at or after the last "
+            f"epoch ({schedule.epochs}) never lowers the rate"
+        )
 
 
 # Settings a resumed run may take from the new command: where things are and how the run is
@@ -459,7 +461,7 @@ RESUME_FREE = {
     ("run", "resume"), ("run", "progress"), ("run", "log_every"), ("run", "keep_checkpoints"),
     ("run", "device"), ("run", "precision"), ("run", "channels_last"), ("run", "rank_report"),
     ("run", "feature_cache"), ("model", "init_appearance"), ("model", "init_pose"),
-    ("model", "pretrained"),
+    ("model", "pretrained"), ("data", "max_read_error_fraction"), ("run", "val_every"),
 }  # fmt: skip
 
 
@@ -474,12 +476,12 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
     for section in SECTIONS:
         ours, theirs = getattr(merged, section), saved.get(section) or {}
         for f in dataclasses.fields(ours):
-            if (section, f.name) in RESUME_FREE or f.name not in theirs:
+            if f.name not in theirs:
                 continue
             mine, run = getattr(ours, f.name), theirs[f.name]
             if (section, f.name) not in given or mine == run:
-                setattr(ours, f.name, run)
-            else:
+                setattr(ours, f.name, run)  # free ones too: --precision fp32 stays fp32
+            elif (section, f.name) not in RESUME_FREE:
                 changed.append(
                     f"--{f.name.replace('_', '-')} {_shown(mine)} (the run: {_shown(run)})"
                 )
@@ -489,7 +491,7 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
             f"--resume with settings other than the run's in {where}: {', '.join(changed[:3])}"
             f"{more}; resume with its own (its config.json) or train into another --out"
         )
-    validate(merged)
+    validate(merged, resumed=True)
     return merged
 
 

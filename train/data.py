@@ -295,8 +295,11 @@ def clip_stage(
     return stage
 
 
-def collate(items: Sequence[dict[str, Any]], errors: list[str] | None = None) -> dict[str, Any]:
-    """Stack clips into a batch: tensors stacked, the rest as lists / tensors."""
+def collate(
+    items: Sequence[dict[str, Any]], errors: list[str] | None = None, lost: int = 0
+) -> dict[str, Any]:
+    """Stack clips into a batch: tensors stacked, the rest as lists / tensors. ``errors`` and
+    ``lost``: what the reader logged since the last batch, and the samples lost with it."""
     batch: dict[str, Any] = {
         "key": [it["key"] for it in items],
         "clip": torch.tensor([it["clip"] for it in items], dtype=torch.int64),
@@ -304,6 +307,7 @@ def collate(items: Sequence[dict[str, Any]], errors: list[str] | None = None) ->
         "padded": torch.tensor([it["padded"] for it in items], dtype=torch.bool),
         "has_pose": torch.tensor([it["has_pose"] for it in items], dtype=torch.bool),
         "errors": list(errors or []),
+        "lost": lost,
     }
     for name in ("rgb", "pose"):
         if items and name in items[0]:
@@ -318,13 +322,15 @@ def batch_stage(batch_size: int, log: ErrorLog, partial: bool = True):
     import webdataset as wds
 
     batcher = wds.batched(
-        batch_size, collation_fn=lambda items: collate(items, log.drain()), partial=partial
+        batch_size,
+        collation_fn=lambda items: collate(items, log.drain(), log.drain_lost()),
+        partial=partial,
     )
 
     def stage(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from batcher(items)
         if log.pending:
-            yield collate([], log.drain())
+            yield collate([], log.drain(), log.drain_lost())
 
     return stage
 

@@ -76,6 +76,7 @@ class FeatureSet:
     padded: torch.Tensor
     has_pose: torch.Tensor
     errors: list[str] = dataclasses.field(default_factory=list)
+    lost: int = 0  # videos of this share the reader could not read (damaged shards)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -199,10 +200,12 @@ def compute_features(
     )  # fmt: skip
     per_video: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
+    lost = 0
     store = FEATURE_DTYPES[dtype]
     try:
         for batch in loader:
             errors += batch["errors"]
+            lost += batch["lost"]
             if not batch["key"]:
                 continue
             rgb = normalise_rgb(batch["rgb"].to(dist.device), normalisation)
@@ -247,6 +250,7 @@ def compute_features(
         padded=torch.tensor([per_video[k]["padded"] for k in keys], dtype=torch.bool),
         has_pose=torch.tensor([per_video[k]["has_pose"] for k in keys], dtype=torch.bool),
         errors=errors,
+        lost=lost,
     )
 
 

@@ -36,7 +36,14 @@ from pipeline.skeletons import get_layout
 from . import contract as contracts
 from . import distributed
 from .augment import IMAGENET, UNIT
-from .config import PAPER_GLOBAL_BATCH, ConfigError, FitConfig, config_to_dict, resume_config
+from .config import (
+    PAPER_GLOBAL_BATCH,
+    ConfigError,
+    FitConfig,
+    config_to_dict,
+    resume_config,
+    validate,
+)
 from .data import (
     ClipDataset,
     eval_recipe,
@@ -219,6 +226,13 @@ class _Run:
         if resume is not None:  # the run's own settings, not the defaults of what was omitted
             saved = (resume.get("extra") or {}).get("config", {})
             self.cfg = cfg = resume_config(cfg, saved, self.out)
+            if resume["model_config"]["variant"] != cfg.variant:
+                raise ConfigError(
+                    f"{self.last_path} trains variant {resume['model_config']['variant']}, "
+                    f"not {cfg.variant}"
+                )
+        elif cfg.run.resume:
+            validate(cfg)  # --resume without a run yet: a fresh start, checked as one
         self.schedule = cfg.optim.resolve(cfg.stage)
         self.precision = resolve_precision(cfg.run.precision, dist.device)
         self.train_data = open_split(cfg.data.data, cfg.data.split)
@@ -311,11 +325,6 @@ class _Run:
             raise ConfigError(
                 f"{self.last_path} is a stage {saved['stage']} run, not {self.cfg.stage}"
             )
-        if ckpt["model_config"]["variant"] != self.variant:
-            raise ConfigError(
-                f"{self.last_path} trains variant {ckpt['model_config']['variant']}, "
-                f"not {self.variant}"
-            )
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -348,11 +357,12 @@ class _Run:
         bar = progress_bar(self.steps, f"epoch {epoch + 1}", "step", show)
         sums = _EpochSums(dist.device)
         errors: list[str] = []
-        done = 0
+        lost = done = 0
         start = time.perf_counter()
         while done < self.steps:
             batch = next(batches)
             errors += batch["errors"]
+            lost += batch["lost"]
             if not batch["key"]:
                 continue
             meter.got_batch()
@@ -367,7 +377,7 @@ class _Run:
                 self.net, batches, cfg.run.precise_bn, self._inputs, dist.device, self.precision
             )
         del batches, loader  # ends this epoch's workers
-        return self._end_epoch(bar, done, sums, errors, epoch, start, meter)
+        return self._end_epoch(bar, done, sums, errors, epoch, start, meter, lost)
 
     def train_epoch_cached(self, epoch: int) -> dict[str, Any]:
         """One epoch of the head on cached stream features: as many steps and clips as an
@@ -435,20 +445,33 @@ class _Run:
             )
 
     def _end_epoch(
-        self, bar, done: int, sums: _EpochSums, errors: list[str], epoch: int, start, meter
+        self,
+        bar,
+        done: int,
+        sums: _EpochSums,
+        errors: list[str],
+        epoch: int,
+        start,
+        meter,
+        lost: int = 0,
     ) -> dict[str, Any]:
+        """``errors``: what the reader logged; ``lost``: the samples lost with them."""
         dist = self.dist
         bar.close()
         self.rank_steps.append(done)
         # BatchNorm statistics: rank 0's everywhere (DDP leaves each rank with its own).
         dist.broadcast_buffers(self.net)
-        totals = dist.all_reduce_sum([*sums.values(), len(errors)])
+        totals = dist.all_reduce_sum([*sums.values(), lost])
         seconds = time.perf_counter() - start
         n = max(totals[4], 1)
         for e in errors[:5]:
             warnings.warn(f"epoch {epoch + 1}: skipped {e}", RuntimeWarning, stacklevel=2)
         check_read_errors(
-            int(totals[6]), int(totals[4]), self.cfg.data.max_read_error_fraction, epoch, errors
+            int(totals[6]),
+            int(totals[4]),
+            self.cfg.data.max_read_error_fraction,
+            f"epoch {epoch + 1}",
+            errors,
         )
         row = {
             "train_loss": totals[0] / n,
@@ -505,6 +528,7 @@ class _Run:
         cfg, dist = self.cfg, self.dist
         folder = cfg.run.feature_cache or os.path.join(self.out, "features")
         views = replace(self.recipe, train=False, views=cfg.run.cache_features, seed=cfg.run.seed)
+        limit = cfg.data.max_read_error_fraction
         jobs = [("train", self.train_data, views)]
         if self.val_data is not None and cfg.run.val_every:
             jobs.append(("val", self.val_data, eval_recipe(self.recipe, self.clip.val_clips)))
@@ -520,8 +544,10 @@ class _Run:
                 world_size=dist.world_size,
             )
 
-            def compute(data=data, recipe=recipe) -> FeatureSet:
-                return compute_features(
+            where = f"{name} features ({data.name})"
+
+            def compute(data=data, recipe=recipe, where=where) -> FeatureSet:
+                feats = compute_features(
                     self.net,
                     data,
                     recipe,
@@ -532,14 +558,18 @@ class _Run:
                     cache_dir=cfg.data.cache_dir,
                     dtype=cfg.run.feature_dtype,
                 )
+                # Before the cache is saved: a damaged split must not become a reused cache.
+                check_read_errors(feats.lost, len(feats), limit, where, feats.errors)
+                return feats
 
             feats, _ = cached_features(
                 folder,
                 key,
                 compute,
                 say=lambda m: _say(dist, m),
-                what=f"{name} features ({data.name})",
+                what=where,
             )
+            check_read_errors(feats.lost, len(feats), limit, where, feats.errors)  # a cache
             if name == "train":
                 self.train_features = feats
             else:
@@ -685,7 +715,7 @@ class _Run:
             gate = f" gate {row['train_gate']:.4f}, mean G {row.get('train_mean_gate', 0):.3f}"
             if row.get("val_mean_gate") is not None:
                 gate += f" (val {row['val_mean_gate']:.3f})"
-        errs = f" | {row['read_errors']} read errors skipped" if row["read_errors"] else ""
+        errs = f" | {row['read_errors']} samples unreadable" if row["read_errors"] else ""
         print(
             f"epoch {row['epoch']}/{self.schedule.epochs} lr {row['lr']:.2g} loss "
             f"{row['train_loss']:.4f} (ce {row['train_ce']:.4f}{gate}) train top-1 "
@@ -715,7 +745,7 @@ class _Run:
             table.add_row("data wait (last epoch)", f"{100 * last['data_wait']:.0f}%")
         read_errors = sum(int(h.get("read_errors", 0)) for h in result.history)
         if read_errors:
-            table.add_row("read errors skipped", str(read_errors))
+            table.add_row("samples unreadable", str(read_errors))
         table.add_row("time", f"{result.seconds:.1f}s")
         names = "{last,best,epoch_NNN}" if self.val_data is not None else "{last,epoch_NNN}"
         table.add_row("checkpoints", os.path.join(self.out, f"{names}.pt"))
@@ -752,13 +782,14 @@ class _Head(nn.Module):
         return self.net.head(f_a, f_p)
 
 
-def check_read_errors(failed: int, read: int, limit: float, epoch: int, errors: list[str]) -> None:
-    """InvalidInput when more than ``limit`` of an epoch's samples could not be read: training
-    on what is left of badly damaged shards would only look like a result."""
+def check_read_errors(failed: int, read: int, limit: float, where: str, errors: list[str]) -> None:
+    """InvalidInput when more than ``limit`` of the samples an epoch (or a feature cache) asked
+    for could not be read: training on what is left of badly damaged shards would only look like
+    a result. ``failed`` counts samples, not errors: a damaged shard loses all it had left."""
     if failed and failed / (failed + read) > limit:
         first = f"; first: {errors[0]}" if errors else ""
         raise InvalidInput(
-            f"epoch {epoch + 1}: {failed} of {failed + read} samples could not be read, more than "
+            f"{where}: {failed} of {failed + read} samples could not be read, more than "
             f"--max-read-error-fraction {limit:g} (`pipeline verify` lists the damage){first}"
         )
 

@@ -91,20 +91,29 @@ class ErrorLog:
     """Errors a worker saw since it last handed a batch on (shards and samples skipped)."""
 
     pending: list[str] = field(default_factory=list)
+    # Samples lost with those errors: a damaged shard loses every sample it had left, so a
+    # trainer can weigh the damage against the samples it read (--max-read-error-fraction).
+    lost: int = 0
     _warned: set[str] = field(default_factory=set)
 
-    def add(self, what: str, exc: BaseException) -> None:
+    def add(self, what: str, exc: BaseException, lost: int = 1) -> None:
         cause = root_cause(exc)
         message = (
             f"{what}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
         )
         self.pending.append(message.rstrip(": "))
+        self.lost += lost
         if what not in self._warned:  # resampling meets a bad shard again and again
             self._warned.add(what)
             warnings.warn(f"skipped {message}", RuntimeWarning, stacklevel=2)
 
     def drain(self) -> list[str]:
         out, self.pending = self.pending, []
+        return out
+
+    def drain_lost(self) -> int:
+        """Samples lost since the last call (with the errors :meth:`drain` hands on)."""
+        out, self.lost = self.lost, 0
         return out
 
 
@@ -238,7 +247,7 @@ def _read_shard_set(
     # every kind or the shard ended cleanly, so the last group of a cut-off tar never passes
     # for a whole sample.
     pending: dict[str, Any] | None = None
-    count = 0
+    count = yielded = 0
     try:
         while True:
             groups = [next(s, _END) for s in streams]
@@ -258,6 +267,7 @@ def _read_shard_set(
             count += 1
             if pending is not None:
                 yield pending
+                yielded += 1
             try:
                 _check_members(merged, kinds, num_frames)
             except IntegrityError as exc:
@@ -269,13 +279,16 @@ def _read_shard_set(
         for s in streams:
             with contextlib.suppress(Exception):
                 s.close()
+    # What the index promised and was not handed on (at least this one error's sample).
+    lost = max(1, (expected if expected is not None else count) - yielded)
     if failures:
-        log.add(f"corrupt shard {where}", failures[0])
+        log.add(f"corrupt shard {where}", failures[0], lost)
         return
     if expected is not None and count != expected:
         log.add(
             f"corrupt shard {where}",
             IntegrityError(f"holds {count} samples, the index says {expected}"),
+            lost,
         )
         return
     if pending is not None:
