@@ -137,18 +137,20 @@ def test_corrupt_shard_is_reported_and_skipped(synth, tmp_path):
     truncate(root / "val" / "rgb-000001.tar", 0.6)  # damaged mid-stream
     split = D.open_split(str(root), "val")
     ds = D.ClipDataset(split, recipe(split.info, train=False), 4)
-    keys, errors = [], []
+    keys, errors, lost = [], [], 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for batch in D.make_loader(ds, 0):
             keys += batch["key"]
             errors += batch["errors"]
+            lost += batch["lost"]
     assert len(errors) == 1 and "rgb-000001.tar" in errors[0] and "corrupt shard" in errors[0]
     assert any("rgb-000001.tar" in str(w.message) for w in caught)
     shard1 = {k for k, s in zip(split.index.keys, split.index.shards, strict=True) if s == 1}
     others = set(split.index.keys) - shard1
     assert others <= set(keys)  # the other shards are read in full
     assert len(set(keys) & shard1) < len(shard1)  # the damaged part is skipped
+    assert lost == len(shard1 - set(keys))  # each video not handed on counted once
     # Training keeps going over a damaged shard too, counting it each time it is drawn.
     train = D.ClipDataset(split, recipe(split.info), 4, seed=0, shuffle_buffer=2)
     with warnings.catch_warnings():

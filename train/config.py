@@ -388,7 +388,7 @@ def validate(cfg: FitConfig, resumed: bool = False) -> None:
         raise ConfigError("--feature-dtype must be float32 or float16")
     if cfg.run.cache_features < 0:
         raise ConfigError(f"--cache-features must be >= 0, got {cfg.run.cache_features}")
-    if cfg.run.feature_cache and not cfg.run.cache_features:
+    if cfg.run.feature_cache and not cfg.run.cache_features and not resumed:
         raise ConfigError("--feature-cache is where --cache-features N keeps its features: give N")
     if cfg.run.cache_features and cfg.stage != "integral":
         raise ConfigError("--cache-features is for stage integral (frozen streams)")
@@ -465,6 +465,11 @@ RESUME_FREE = {
 }  # fmt: skip
 
 
+# Taken from the command even when it leaves them out: the device is chosen (process group,
+# CUDA device) before the saved run is read, and is a property of the machine, not the run.
+RESUME_FROM_COMMAND = {("run", "device")}
+
+
 def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfig:
     """The settings of the run saved in ``where`` with the :data:`RESUME_FREE` ones from
     ``cfg``. A setting the command leaves unset takes the run's; one it sets to another value
@@ -476,7 +481,7 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
     for section in SECTIONS:
         ours, theirs = getattr(merged, section), saved.get(section) or {}
         for f in dataclasses.fields(ours):
-            if f.name not in theirs:
+            if f.name not in theirs or (section, f.name) in RESUME_FROM_COMMAND:
                 continue
             mine, run = getattr(ours, f.name), theirs[f.name]
             if (section, f.name) not in given or mine == run:

@@ -57,7 +57,7 @@ __all__ = [
     "feature_batches",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a cache records the samples its split could not read (``lost``)
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 

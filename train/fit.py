@@ -13,6 +13,7 @@ epoch; validation splits the shards over ranks and gathers by key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -546,8 +547,8 @@ class _Run:
 
             where = f"{name} features ({data.name})"
 
-            def compute(data=data, recipe=recipe, where=where) -> FeatureSet:
-                feats = compute_features(
+            def compute(data=data, recipe=recipe) -> FeatureSet:
+                return compute_features(
                     self.net,
                     data,
                     recipe,
@@ -558,18 +559,23 @@ class _Run:
                     cache_dir=cfg.data.cache_dir,
                     dtype=cfg.run.feature_dtype,
                 )
-                # Before the cache is saved: a damaged split must not become a reused cache.
-                check_read_errors(feats.lost, len(feats), limit, where, feats.errors)
-                return feats
 
-            feats, _ = cached_features(
+            feats, loaded = cached_features(
                 folder,
                 key,
                 compute,
                 say=lambda m: _say(dist, m),
                 what=where,
             )
-            check_read_errors(feats.lost, len(feats), limit, where, feats.errors)  # a cache
+            # Every rank holds a share: the whole split's damage decides, on all ranks at once.
+            lost, read = (int(x) for x in dist.all_reduce_sum([feats.lost, len(feats)]))
+            try:
+                check_read_errors(lost, read, limit, where, feats.errors)
+            except InvalidInput:
+                if not loaded:  # a damaged split must not become a cache later runs reuse
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(folder, f"{key}.pt"))
+                raise
             if name == "train":
                 self.train_features = feats
             else:

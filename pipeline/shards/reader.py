@@ -247,7 +247,7 @@ def _read_shard_set(
     # every kind or the shard ended cleanly, so the last group of a cut-off tar never passes
     # for a whole sample.
     pending: dict[str, Any] | None = None
-    count = yielded = 0
+    count = yielded = skipped = 0
     try:
         while True:
             groups = [next(s, _END) for s in streams]
@@ -272,6 +272,7 @@ def _read_shard_set(
                 _check_members(merged, kinds, num_frames)
             except IntegrityError as exc:
                 log.add(f"corrupt sample {merged['__key__']} in {where}", exc)
+                skipped += 1
                 pending = None
                 continue
             pending = merged
@@ -279,8 +280,9 @@ def _read_shard_set(
         for s in streams:
             with contextlib.suppress(Exception):
                 s.close()
-    # What the index promised and was not handed on (at least this one error's sample).
-    lost = max(1, (expected if expected is not None else count) - yielded)
+    # What the index promised and was neither handed on nor already counted as a corrupt
+    # sample (at least this one error's sample).
+    lost = max(1, (expected if expected is not None else count) - yielded - skipped)
     if failures:
         log.add(f"corrupt shard {where}", failures[0], lost)
         return
