@@ -25,6 +25,7 @@ from .errors import InvalidInput, UserError, describe
 
 __all__ = [
     "check_output_file",
+    "write_output_file",
     "new_file_mode",
     "is_remote",
     "join",
@@ -262,11 +263,11 @@ def storage_env() -> dict[str, str]:
     return {k: os.environ[k] for k in _STORAGE_ENV if k in os.environ}
 
 
-def check_output_file(out: str, option: str = "-o") -> None:
+def check_output_file(out: str | None, option: str = "-o") -> None:
     """Fail before any work when a local ``out`` cannot be a file: its folder cannot be made (a
     file is in the way, no permission) or ``out`` is a folder. A bucket's errors come with the
-    write."""
-    if is_remote(out):
+    write; an optional output not asked for (None) has nothing to check."""
+    if not out or is_remote(out):
         return
     path = os.path.abspath(strip_protocol(out))
     if os.path.isdir(path):
@@ -275,6 +276,14 @@ def check_output_file(out: str, option: str = "-o") -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError as exc:
         raise InvalidInput(f"{option} {out}: cannot create its folder ({describe(exc)})") from None
+
+
+def write_output_file(out: str, data: bytes, option: str = "-o") -> None:
+    """:func:`write_bytes_atomic` for a command's output: a storage error is the user's path."""
+    try:
+        write_bytes_atomic(out, data)
+    except OSError as exc:
+        raise InvalidInput(f"{option} {out} cannot be written: {describe(exc)}") from None
 
 
 def new_file_mode() -> int:

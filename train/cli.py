@@ -400,9 +400,8 @@ def eval_(
     if len(checkpoints) > 2:
         raise click.UsageError("--checkpoint: give one model, or two with --combine mean")
     # Before the evaluation, not after it: the outputs can be written, --plot has a gate to draw.
-    for path, option in ((out, "--out"), (plot, "--plot")):
-        if path:
-            check_output_file(path, option)
+    check_output_file(out, "--out")
+    check_output_file(plot, "--plot")
     if plot and not any(_is_gated(c) for c in checkpoints):
         raise click.UsageError("--plot: the model has no gate (not a gated stage-2 model)")
     data, split = kwargs.pop("data"), kwargs.pop("split")
@@ -499,9 +498,8 @@ def report(
 
     from .report import gate_table, load_report, per_video_gates, plot_gate_distributions
 
-    for path, option in ((plot, "--plot"), (json_out, "--json")):
-        if path:
-            check_output_file(path, option)
+    check_output_file(plot, "--plot")
+    check_output_file(json_out, "--json")
     loaded = [
         (panel, label, per_video_gates(load_report(path), path)) for panel, label, path in series
     ]

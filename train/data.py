@@ -323,14 +323,14 @@ def batch_stage(batch_size: int, log: ErrorLog, partial: bool = True):
 
     batcher = wds.batched(
         batch_size,
-        collation_fn=lambda items: collate(items, log.drain(), log.drain_lost()),
+        collation_fn=lambda items: collate(items, *log.drain()),
         partial=partial,
     )
 
     def stage(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from batcher(items)
         if log.pending:
-            yield collate([], log.drain(), log.drain_lost())
+            yield collate([], *log.drain())
 
     return stage
 

@@ -55,13 +55,14 @@ def _load(options: AdapterOptions, dataset: str, default_split: str) -> Manifest
     listed = 0
     for csv_url in annotation_files(options.annotations):
         file_split = _split_from_filename(csv_url, default_split)
-        for line, row in read_csv_rows(csv_url):
-            lacking = [c for c in KINETICS_COLUMNS if c not in row]
-            if lacking:  # the header itself: not a Kinetics CSV, not a bad row
-                raise InvalidInput(
-                    f"{csv_url}: no {', '.join(lacking)} column; a Kinetics CSV's header is "
-                    f"{','.join(KINETICS_COLUMNS)}[,split]"
-                )
+        rows = read_csv_rows(csv_url)
+        lacking = [c for c in KINETICS_COLUMNS if rows and c not in rows[0][1]]
+        if lacking:  # the header itself: not a Kinetics CSV, not a bad row
+            raise InvalidInput(
+                f"{csv_url}: no {', '.join(lacking)} column; a Kinetics CSV's header is "
+                f"{','.join(KINETICS_COLUMNS)}[,split]"
+            )
+        for line, row in rows:
             listed += 1
             where = f"{csv_url}:{line}"
             split = (row.get("split") or "").strip().lower() or file_split

@@ -107,14 +107,11 @@ class ErrorLog:
             self._warned.add(what)
             warnings.warn(f"skipped {message}", RuntimeWarning, stacklevel=2)
 
-    def drain(self) -> list[str]:
+    def drain(self) -> tuple[list[str], int]:
+        """The errors logged since the last call, and the samples lost with them."""
         out, self.pending = self.pending, []
-        return out
-
-    def drain_lost(self) -> int:
-        """Samples lost since the last call (with the errors :meth:`drain` hands on)."""
-        out, self.lost = self.lost, 0
-        return out
+        lost, self.lost = self.lost, 0
+        return out, lost
 
 
 # ---------------------------------------------------------------------------------- opening

@@ -36,7 +36,8 @@ from ..formats.mmaction_pickle import write_mmaction_pickle
 from ..progress import progress
 from ..report import human_bytes
 from ..shards import Dataset, ErrorLog, decode_pose
-from ._click import CONTEXT, check_output_file, write_output_file
+from ..storage import check_output_file, write_output_file
+from ._click import CONTEXT
 
 __all__ = ["export", "collect_annotations", "to_annotation"]
 

@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import InvalidInput, user_errors
 from ..shards import Dataset, decode_pose, decode_raster
 from ..skeletons import Layout, get_layout
-from ._click import CONTEXT, check_output_file, write_output_file
+from ..storage import check_output_file, write_output_file
+from ._click import CONTEXT
 
 __all__ = ["show", "SampleView", "load_sample", "find_sample", "render_sample", "pick_frames"]
 
