@@ -145,7 +145,8 @@ def fit(stage: str, data: Path, out: Path, args, seed: int, log: Path, *extra: s
         epochs = args.epochs_appearance if stage == "appearance" else args.epochs_pose
         lr, schedule = args.lr_stage1, ["--precise-bn", "4", "--val-every", "0"]
         if stage == "pose":
-            extra = (*pose_args(args), "--lr-steps", args.lr_steps_pose, *extra)
+            extra = (*pose_args(args), "--lr-steps", args.lr_steps_pose,
+                     "--weight-decay", str(args.weight_decay_pose), *extra)  # fmt: skip
     if finished_epochs(out) < epochs:
         # --resume continues a run this script was interrupted in (or starts one from scratch).
         run("train", "fit", "--stage", stage, "--data", data, "--out", out, *MODEL,
@@ -642,6 +643,13 @@ own out-of-context set), never on the test sets of this page.
   at the same 16 px raised pose-only top-1 on the tuning val split from 47 / 30 % to 60 / 70 %
   (2 seeds, 120 steps), and 70 % with sigma 1.0 (issue 12's measurement). 45 pose epochs with
   the rate cut at 35 and 42 let the stream converge (train top-1 about 70 % at the end).
+- Pose stream weight decay 5e-2 instead of the paper's 1e-4 (`--weight-decay-pose`): over 540
+  steps 1e-4 does nothing, 5e-2 shrinks the weights about as much as the paper's 1e-4 does over
+  Kinetics. On the tuning data (6 seeds, the tuning run's appearance streams, pose stream and
+  IntegralAction retrained) IntegralAction's top-1 out of context rose in every seed, from 69.8
+  to 73.6 on average, and pose-only's in context from 63.9 to 67.2. It does not fix the Table 5
+  analogue (met in 4 of 6 tuning seeds, 5 of 6 with 1e-4): docs/model.md, "Measured: the pose
+  stream's weight decay".
 - Stage 2 length and rate, one seed, top-1 in / out of context and mean gate in / out:
 
 | stage-2 run (tuning data) | in | out | mean G in / out |
@@ -763,6 +771,13 @@ def main() -> None:
         "--lr-steps-pose", default="35,42", help="pose stage 1: epochs where lr drops x0.1"
     )
     parser.add_argument("--lr-stage1", type=float, default=0.01)
+    # The paper's 1e-4 over Kinetics' 10^5-10^6 steps shrinks the weights by about e^-0.1 to
+    # e^-0.3 (lr x decay x steps); over this experiment's 540 pose steps it does nothing
+    # (e^-0.0004). 5e-2 is of the paper's order here (e^-0.2). Chosen on the tuning data:
+    # docs/model.md, "Measured: the pose stream's weight decay".
+    parser.add_argument(
+        "--weight-decay-pose", type=float, default=0.05, help="pose stage 1 weight decay"
+    )
     parser.add_argument("--pose-crop", default="person", choices=["frame", "person"])
     parser.add_argument("--pose-size", type=int, default=16)
     parser.add_argument("--pose-sigma", type=float, default=1.0)
@@ -889,12 +904,14 @@ def main() -> None:
             f"{args.pose_crop} crop, {args.pose_size} px raster, sigma {args.pose_sigma:g}; "
             f"stage 1 appearance {args.epochs_appearance} epochs (kinetics schedule shape: x0.1 "
             f"at 3/7 and 6/7) and pose {args.epochs_pose} epochs (x0.1 at epochs "
-            f"{args.lr_steps_pose}) at lr {args.lr_stage1}, BatchNorm statistics recomputed "
+            f"{args.lr_steps_pose}, weight decay {args.weight_decay_pose:g}) at lr "
+            f"{args.lr_stage1}, BatchNorm statistics recomputed "
             f"after each epoch (--precise-bn 4), no validation during training; stage 2 on the "
             f"frozen streams: "
             f"stage2 schedule shape (x0.1 at 50 % and 75 %) over {args.epochs_stage2} epochs "
             f"at lr {args.lr_stage2}, trained on {args.views} cached augmented views per video "
-            f"(--cache-features {args.views}); batch 8, SGD momentum 0.9, weight decay 1e-4; "
+            f"(--cache-features {args.views}); batch 8, SGD momentum 0.9, weight decay 1e-4 "
+            f"except where given; "
             f"{args.clips} test clips per video; every model is its run's last epoch (no "
             f"selection on the test sets)."
         ),
