@@ -594,9 +594,13 @@ def main() -> None:
         help="rounds of every build path, back to back; ratios are taken within a round and "
         "their median reported",
     )
-    parser.add_argument("--skip-mediapipe", action="store_true")
+    parser.add_argument(
+        "--skip-mediapipe", action="store_true", help="leave out the build with --pose mediapipe"
+    )
     parser.add_argument("--write", type=Path, help="markdown file to update (docs/benchmarks.md)")
     args = parser.parse_args()
+    if args.videos % 4:
+        parser.error("--videos must be a multiple of 4 (the synthetic data has 4 classes)")
     if args.videos < 6 * args.samples_per_shard:
         # Two workers need shards left after each has ended its first, for a rate once started.
         parser.error("--videos must be at least 6 x --samples-per-shard")
@@ -614,7 +618,7 @@ def main() -> None:
         raw = work / "raw"
         classes = 4
         make_dataset(raw, "kinetics", num_classes=classes,
-                     videos_per_class=max(1, args.videos // classes), frames=args.frames,
+                     videos_per_class=args.videos // classes, frames=args.frames,
                      width=340, height=256, seed=0)  # fmt: skip
         synth_videos = sorted((raw / "videos").glob("*.mp4"))
         n = len(synth_videos)

@@ -81,7 +81,7 @@ def first_failed_rule(pose: np.ndarray, hw: tuple[int, int], rules) -> str | Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--out", type=Path, help="keep the build (and pictures) here")
     parser.add_argument("--show", nargs="*", default=[], help="sample keys to draw")
     args = parser.parse_args()

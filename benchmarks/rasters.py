@@ -377,10 +377,13 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 "Same seeded clips for every method: 32 frames, 5 persons, coco17, "
                 "scale 0.25 from a 224x224 and a 256x340 source. Best and median of the timed "
-                "runs (the reference: 3 runs; the peer: at most 30); ratios use the best runs, "
+                f"runs (the reference: {max(1, min(args.repeat, 3))} runs"
+                f"{'' if peer is None else '; the peer: at most 30'}); ratios use the best runs, "
                 "the least disturbed on a shared machine. "
                 "The peer is mmaction2 1.2.0 `GeneratePoseTarget` (default sigma 0.6, the same "
-                "19 bones as limbs), in its own environment with numpy<2.",
+                "19 bones as limbs), in its own environment with numpy<2."
+                if peer is not None
+                else "The peer (mmaction2) was not run (--skip-peer).",
                 "",
                 "The kernel zeroes `out` with one memset, then touches only the pixels near "
                 "keypoints and bones. glibc's memset switches to streaming stores somewhere "

@@ -124,7 +124,11 @@ def _coerce(raw: str) -> Any:
     help="NTU train/val protocol (default xsub).",
 )
 @click.option(
-    "--ray-address", metavar="ADDR", help="Ray cluster to run on (default: start a local Ray)."
+    "--ray-address",
+    metavar="ADDR",
+    envvar="RAY_ADDRESS",
+    help="Ray cluster to run on: HOST:PORT of its head, ray://HOST:10001 or auto "
+    "(default: $RAY_ADDRESS, else start a local Ray).",
 )
 @click.option(
     "--num-workers",

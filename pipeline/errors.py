@@ -30,6 +30,7 @@ __all__ = [
     "describe",
     "user_errors",
     "plain_warnings",
+    "storage_access_error",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -92,6 +93,28 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# botocore's errors for storage that cannot be reached or signed into. They reach a command from
+# s3fs, DataLoader workers or Ray tasks, so they are recognised by their root cause's class name
+# (botocore need not be importable for a local-only user).
+_STORAGE_ACCESS_ERRORS = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ProxyConnectionError",
+    "NoCredentialsError", "PartialCredentialsError", "NoRegionError", "SSLError",
+})  # fmt: skip
+
+
+def storage_access_error(exc: BaseException) -> str | None:
+    """One line for an object store that cannot be reached or signed into, else None."""
+    cause = root_cause(exc)
+    if type(cause).__module__.startswith("botocore") and (
+        type(cause).__name__ in _STORAGE_ACCESS_ERRORS
+    ):
+        return (
+            f"object storage not reachable ({describe(cause)}); check AWS_ENDPOINT_URL and "
+            "the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or a profile)"
+        )
+    return None
+
+
 def cli_errors(interrupted: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A decorator for click commands: :class:`UserError` -> one line, exit status 1; Ctrl-C ->
     ``interrupted``, exit status 130. It adds ``--debug`` (show the traceback instead)."""
@@ -108,6 +131,11 @@ def cli_errors(interrupted: str) -> Callable[[Callable[..., Any]], Callable[...,
                 if debug:
                     raise
                 raise click.ClickException(one_line(exc)) from None
+            except Exception as exc:
+                message = storage_access_error(exc)
+                if message is None or debug:
+                    raise
+                raise click.ClickException(message) from None
 
         return click.option("--debug", is_flag=True, help="On an error, show the full traceback.")(
             wrapper

@@ -33,6 +33,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """Run ``pipeline`` or ``train`` as a user would, in a fresh process."""
     full_env = os.environ.copy() | {"PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
+    full_env.pop("RAY_ADDRESS", None)  # a build uses it as --ray-address; tests start their own
     if env:
         full_env |= env
     proc = subprocess.run(

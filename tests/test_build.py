@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import http.server
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -236,6 +238,42 @@ def test_a_ray_address_nothing_answers_fails_at_once(tmp_path, kinetics_raw):
     )
     line = _one_line_failure(run_cli("pipeline", *args, check=False, timeout=120))
     assert f"--ray-address 127.0.0.1:{port}: no Ray cluster answers there" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_address_where_something_else_listens_fails_at_once(tmp_path, kinetics_raw):
+    # An HTTP server, not Ray's gRPC: ray.init would retry it without end.
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        args = _kinetics_build_args(kinetics_raw, tmp_path / "out", "--ray-address", address)
+        line = _one_line_failure(run_cli("pipeline", *args, check=False, timeout=120))
+    finally:
+        server.shutdown()
+    assert f"--ray-address {address}: something listens there but it is not a Ray cluster" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_address_mistakes_are_one_line_and_ray_address_env_is_the_default(
+    tmp_path, kinetics_raw
+):
+    for address, expected in (
+        ("auto", "--ray-address auto: Could not find any running Ray instance"),
+        ("bogus", "--ray-address bogus: Invalid address format"),
+    ):
+        args = _kinetics_build_args(kinetics_raw, tmp_path / "out", "--ray-address", address)
+        assert expected in _one_line_failure(run_cli("pipeline", *args, check=False))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run_cli(
+        "pipeline",
+        *_kinetics_build_args(kinetics_raw, tmp_path / "out"),
+        env={"RAY_ADDRESS": f"127.0.0.1:{port}"},
+        check=False,
+    )
+    assert f"--ray-address 127.0.0.1:{port}: no Ray cluster answers" in _one_line_failure(proc)
     assert not (tmp_path / "out").exists()
 
 

@@ -125,6 +125,11 @@ def _probe() -> Any:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+def test_the_setup_probe_knows_a_real_ray_cluster(gpu_cluster) -> None:
+    # The GCS answers the probe's HTTP/2 opening as gRPC; a build may connect.
+    runner_module.check_cluster_reachable(gpu_cluster, timeout=10)
+
+
 def test_resources_on_a_cluster_with_a_gpu(gpu_cluster) -> None:
     # torch sees no CUDA on this machine, so a GPU request can only come from the Ray cluster.
     assert resources("mmpose") == {"num_gpus": 1}

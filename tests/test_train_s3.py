@@ -39,3 +39,27 @@ def test_fit_and_eval_stream_shards_from_s3(tmp_path):
         result = json.loads(report.read_text())
         assert result["num_videos"] == 4 and result["corrupt"] == 0
         assert os.path.exists(out / "best.pt")
+
+
+def test_unreachable_object_storage_is_one_line(tmp_path):
+    import socket
+
+    from helpers import run_cli
+
+    with socket.socket() as s:  # a port that was free a moment ago: no S3 server there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for tool, *args in (
+        ("pipeline", "inspect", "s3://data/ds"),
+        ("train", "fit", "--stage", "pose", "--data", "s3://data/ds", "--out", tmp_path / "r"),
+    ):
+        proc = run_cli(tool, *args, env=env, check=False, timeout=180)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[-1].startswith("Error: object storage not reachable (EndpointConnectionError")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import storage
-from ..errors import describe
+from ..errors import describe, one_line
 from ..progress import progress_bar
 from .options import BuildError, BuildOptions
 from .plan import ShardSpec
@@ -70,19 +70,38 @@ def pose_actor_options(name: str) -> dict[str, Any]:
     return resources(name)
 
 
+# An HTTP/2 client's opening (RFC 9113 section 3.4) and an empty SETTINGS frame. Ray's GCS and
+# its client server speak gRPC, so they answer with a SETTINGS frame of their own (frame type 4).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
+
+
 def check_cluster_reachable(address: str, timeout: float) -> None:
-    """BuildError at once when a ``HOST:PORT`` (or ``ray://HOST:PORT``) Ray address accepts no
-    connection: ray.init retries an unreachable cluster without end. ``auto`` is left to Ray."""
+    """BuildError at once unless a ``HOST:PORT`` (or ``ray://HOST:PORT``) Ray address answers as
+    a gRPC server: ray.init retries an unreachable cluster, or a port where something else
+    listens, without end. ``auto`` and other forms are left to Ray."""
     host, sep, port = address.split("://", 1)[-1].rpartition(":")
     if not sep or not host or not port.isdigit():
         return
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout, 30.0)):
-            pass
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout, 30.0))
     except OSError as exc:
         raise BuildError(
             f"--ray-address {address}: no Ray cluster answers there ({describe(exc)})"
         ) from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return  # a TLS cluster answers only after a handshake
+        try:
+            conn.sendall(_HTTP2_PREFACE)
+            reply = conn.recv(9)
+        except OSError:  # closed on us, or silent until the timeout
+            reply = b""
+    if len(reply) < 4 or reply[3] != _HTTP2_SETTINGS:
+        raise BuildError(
+            f"--ray-address {address}: something listens there but it is not a Ray cluster "
+            "(no gRPC answer); give the head's GCS address (HOST:6379) or ray://HOST:10001"
+        )
 
 
 class RayPose:
@@ -245,7 +264,10 @@ class ShardRunner:
         common = {"log_to_driver": options.verbose, "runtime_env": env}
         if options.ray_address:
             check_cluster_reachable(options.ray_address, options.setup_timeout)
-            ray.init(address=options.ray_address, **common)
+            try:
+                ray.init(address=options.ray_address, **common)
+            except (ConnectionError, ValueError) as exc:  # no cluster for "auto", a bad address
+                raise BuildError(f"--ray-address {options.ray_address}: {one_line(exc)}") from None
         else:
             levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
             if not options.verbose:
@@ -255,6 +277,8 @@ class ShardRunner:
             # the work done at once; shard tasks wait on pose actors, so both get room.
             try:
                 ray.init(
+                    # "local": a new Ray even where `ray start` left a cluster on this machine
+                    address="local",
                     num_cpus=self.workers * (2 if self.uses_actor else 1),
                     include_dashboard=False,
                     configure_logging=False,
