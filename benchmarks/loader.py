@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from rasters import ensure_peer_venv  # noqa: E402  (same peer environment)
-from report import cpu_model, load_note, write_section  # noqa: E402
+from report import cpu_model, load_note, positive_int, write_section  # noqa: E402
 
 from pipeline.shards import decode_pose  # noqa: E402
 from pipeline.skeletons import get_layout  # noqa: E402
@@ -235,14 +235,14 @@ def combined(a: dict, b: dict, key: str = "cpu_s") -> float:
     return 1.0 / (1.0 / rate(a, key) + 1.0 / rate(b, key))
 
 
-def format_table(ours: dict, peer: dict | None) -> str:
+def format_table(ours: dict, peer: dict | None, channels: int = 55) -> str:
     lines = [
         "| clip | ours: clips per CPU-s | ours: clips/s wall | mmaction2: clips per CPU-s "
         "| mmaction2: clips/s wall | ours / mmaction2 (CPU) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     rows = [
-        ("pose: 32 frames stride 2, 55x56x56 rasters", ours["pose"], "pose"),
+        (f"pose: 32 frames stride 2, {channels}x56x56 rasters", ours["pose"], "pose"),
         ("RGB + pose: 8x224² stride 8 + 32 pose frames", ours["rgb_pose"], "rgb_pose"),
         ("RGB only: 8x224² stride 8", ours["rgb"], "rgb"),
     ]
@@ -268,13 +268,19 @@ def format_table(ours: dict, peer: dict | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=Path, help="a built dataset of the real videos")
-    parser.add_argument("--clips", type=int, default=60, help="timed clips per kind and side")
+    parser.add_argument(
+        "--clips", type=positive_int, default=60, help="timed clips per kind and side"
+    )
     parser.add_argument("--skip-peer", action="store_true", help="do not run mmaction2")
     parser.add_argument("--write", type=Path, help="markdown file whose loader section to replace")
     args = parser.parse_args(argv)
+    if args.shards is not None and not (args.shards / "dataset.json").is_file():
+        parser.error(f"--shards {args.shards}: not a built dataset (no dataset.json)")
     torch.set_num_threads(1)
     shards = args.shards or build_shards(CACHE / "shards")
     info = open_split(str(shards), "train").info
+    layout = get_layout(info.layout)
+    channels = len(layout.names) + 2 * len(layout.bones)  # heatmaps, then PAF x and y
     common = dict(
         input_size=INPUT,
         frame_stride=info.frame_stride,
@@ -289,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     peer = None if args.skip_peer else time_peer(shards, args.clips)
     load_after = os.getloadavg()[0]
-    table = format_table(ours, peer)
+    table = format_table(ours, peer, channels)
     print(table)
     print(json.dumps({"ours": ours, "mmaction2": peer}))
     if args.write:
@@ -305,10 +311,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{load_note(load_before, load_after, 1)}; CPU-time rates are steadier than "
                 "wall-clock rates on a shared machine.",
                 "",
-                f"Same {len(split.index)} real videos (tests/data/real), built with "
-                f"`pipeline build --dataset generic --pose mediapipe` (short side "
-                f"{info.short_side}, frame stride {info.frame_stride}, layout {info.layout}); "
-                f"{args.clips} timed training clips per row and side, after a warm-up. Ours: "
+                (
+                    f"Same {len(split.index)} videos of the built dataset given with --shards "
+                    f"(short side {info.short_side}, frame stride {info.frame_stride}, layout "
+                    f"{info.layout}); "
+                    if args.shards
+                    else f"Same {len(split.index)} real videos (tests/data/real), built with "
+                    f"`pipeline build --dataset generic --pose mediapipe` (short side "
+                    f"{info.short_side}, frame stride {info.frame_stride}, layout "
+                    f"{info.layout}); "
+                )
+                + f"{args.clips} timed training clips per row and side, after a warm-up. Ours: "
                 "`train.data.ClipDataset` in-process (tar read, JPEG decode of the clip's "
                 "frames, multi-scale crop + flip, rasters rendered from the augmented "
                 "keypoints). mmaction2 1.2.0: decord decode of the raw video + SampleFrames / "

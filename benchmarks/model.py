@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from report import cpu_model, write_section  # noqa: E402
+from report import cpu_model, positive_int, write_section  # noqa: E402
 
 import model  # noqa: E402
 
@@ -244,19 +244,14 @@ def render(
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--write", metavar="FILE", help="update this markdown file's section")
-    parser.add_argument("--batch", type=_positive, help="batch at the paper size (cpu 1, cuda 8)")
-    parser.add_argument("--iters", type=_positive, help="timed iterations at the paper size")
+    parser.add_argument(
+        "--batch", type=positive_int, help="batch at the paper size (cpu 1, cuda 8)"
+    )
+    parser.add_argument("--iters", type=positive_int, help="timed iterations at the paper size")
     parser.add_argument("--small-only", action="store_true", help="skip the paper sizes")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -6,6 +6,7 @@ docs/benchmarks.md and replaces only that, so scripts can be rerun one at a time
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from pipeline.report import cpu_model
 from pipeline.storage import write_bytes_atomic
 
 __all__ = ["cpu_model", "load_note", "markdown_table", "write_section"]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a count of runs, clips or iterations)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def load_note(before: float, after: float, own_threads: int) -> str:

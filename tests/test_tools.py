@@ -200,6 +200,8 @@ def test_inspect_table_and_keys(dataset):
     assert keys.stdout.splitlines() == ["val\techo\twave\t5", "val\tfoxtrot\tdrink\t4"]
     listed = invoke(inspect_dataset, dataset, "--keys", "--split", "train").stdout
     assert "train\t-dash_key\tjump\t4" in listed.splitlines()
+    both = invoke(inspect_dataset, dataset, "--keys", "--json")
+    assert both.exit_code == 2 and "--json and --keys: give one" in both.output
 
 
 def test_inspect_refuses_what_is_not_a_dataset(tmp_path):
@@ -417,6 +419,15 @@ def test_show_writes_the_grid(dataset, tmp_path):
             total += 1
     assert total > 10 and hits / total > 0.6
     assert "frames 0, 4, 8" in result.stdout
+
+
+def test_show_writes_the_format_its_file_name_says(dataset, tmp_path):
+    out = tmp_path / "alpha.JPG"
+    assert invoke(show, dataset, "alpha", "-o", out).exit_code == 0
+    assert Image.open(out).format == "JPEG" and Image.open(out).size == (4 * W, 2 * H)
+    result = invoke(show, dataset, "alpha", "-o", tmp_path / "alpha.gif")
+    assert result.exit_code == 2 and "name a .png or .jpg file" in result.output
+    assert not (tmp_path / "alpha.gif").exists()
 
 
 def test_show_more_frames_than_kept_uses_all(dataset, tmp_path):

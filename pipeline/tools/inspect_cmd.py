@@ -215,6 +215,8 @@ def inspect_dataset(url: str, split: str | None, as_json: bool, keys: bool) -> N
     URL is the dataset root (where dataset.json is) or one of its split folders, local or
     s3://. Only dataset.json, the Parquet indexes and the folder listings are read.
     """
+    if as_json and keys:
+        raise click.UsageError("--json and --keys: give one (--keys lists samples as text)")
     ds = Dataset.open(url)
     splits = ds.select(split)
     if keys:

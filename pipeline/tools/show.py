@@ -169,11 +169,23 @@ def render_sample(view: SampleView, layout: Layout, threshold: float) -> np.ndar
     return np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)], axis=0)
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def image_format(out: str) -> str:
+    """PNG or JPEG, from the output's extension (a file named .jpg must hold a JPEG)."""
+    suffix = out.rsplit("/", 1)[-1].rpartition(".")[2].lower()
+    fmt = IMAGE_FORMATS.get(f".{suffix}")
+    if fmt is None:
+        raise click.UsageError(f"-o {out}: name a .png or .jpg file")
+    return fmt
+
+
+def _image_bytes(image: np.ndarray, fmt: str) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -205,7 +217,9 @@ class _ShowCommand(click.Command):
 @click.argument("url", metavar="URL")
 @click.argument("key", metavar="[KEY]", required=False)
 @click.option("--key", "key_option", metavar="KEY", help="The sample key (may begin with '-').")
-@click.option("-o", "--out", required=True, metavar="FILE", help="Output PNG (path or URL).")
+@click.option(
+    "-o", "--out", required=True, metavar="FILE", help="Output .png or .jpg (path or URL)."
+)
 @click.option("--split", metavar="NAME", help="Split to look in (default: every split).")
 @click.option(
     "--frames",
@@ -229,13 +243,14 @@ def show(
     """
     sample_key = _key_from(key, key_option)
     check_output_file(out)
+    fmt = image_format(out)
     ds = Dataset.open(url)
     split_name, row = find_sample(ds, sample_key, split)
     view = load_sample(ds, split_name, row, n_frames)
     if not view.frames:
         raise InvalidInput(f"sample {sample_key!r} has no frames")
     image = render_sample(view, get_layout(ds.info.layout), ds.info.raster.score_threshold)
-    write_output_file(out, _png_bytes(image))
+    write_output_file(out, _image_bytes(image, fmt))
     click.echo(
         f"wrote {out}: {split_name}/{sample_key} ({view.label_name}), frames "
         f"{', '.join(str(i) for i in sorted(view.frames))}, {image.shape[1]}x{image.shape[0]}"
