@@ -430,6 +430,15 @@ def test_show_writes_the_format_its_file_name_says(dataset, tmp_path):
     assert not (tmp_path / "alpha.gif").exists()
 
 
+def test_show_on_a_copy_without_rgb_shards_says_they_are_missing(copy, tmp_path):
+    for tar in (copy / "train").glob("rgb-*.tar"):
+        tar.unlink()
+    result = invoke(show, copy, "alpha", "-o", tmp_path / "a.png")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "no rgb shard rgb-000000.tar" in lines[0] and "corrupt" not in lines[0]
+
+
 def test_show_more_frames_than_kept_uses_all(dataset, tmp_path):
     out = tmp_path / "charlie.png"
     assert invoke(show, dataset, "charlie", "-o", out, "--frames", "10").exit_code == 0

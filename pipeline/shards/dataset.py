@@ -320,6 +320,12 @@ class Split:
             number = int(self.index.shards[self.index.keys.index(key)])
         except ValueError:
             raise InvalidInput(f"no sample {key!r} in split {self.name}") from None
+        missing = [k for k in kinds if not storage.exists(self.shard_url(k, number))]
+        if missing:  # a copy that kept some kinds only is not damage: say what is not there
+            raise InputNotFound(
+                f"{self.url}: no {' or '.join(missing)} shard {shard_name(missing[0], number)}"
+                f" (this copy lacks the {', '.join(missing)} shards?)"
+            )
         for sample in self.read_shard(number, kinds):
             if sample["__key__"] == key:
                 return sample
