@@ -63,3 +63,4 @@ def test_unreachable_object_storage_is_one_line(tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert lines[-1].startswith("Error: object storage not reachable (EndpointConnectionError")
+    assert not (tmp_path / "r").exists()  # the failed run left no empty --out folder

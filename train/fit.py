@@ -848,6 +848,7 @@ def fit(cfg: FitConfig) -> FitResult:
     if os.path.exists(cfg.run.out) and not os.path.isdir(cfg.run.out):
         raise ConfigError(f"--out {cfg.run.out} is a file; give a folder for the run")
     dist = distributed.setup(cfg.run.device)
+    created = not os.path.exists(cfg.run.out)
     try:
         if dist.is_main:
             try:
@@ -856,5 +857,12 @@ def fit(cfg: FitConfig) -> FitResult:
                 raise ConfigError(f"--out {cfg.run.out} cannot be made: {describe(exc)}") from None
         dist.barrier()
         return _Run(cfg, dist).run()
+    except BaseException:
+        # A run that failed before writing anything (unreadable data, a bad checkpoint) leaves
+        # no empty folder behind; one with files keeps them for --resume.
+        if dist.is_main and created:
+            with contextlib.suppress(OSError):
+                os.rmdir(cfg.run.out)  # only succeeds on an empty folder
+        raise
     finally:
         distributed.teardown(dist)
