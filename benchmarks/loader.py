@@ -278,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shards {args.shards}: not a built dataset (no dataset.json)")
     torch.set_num_threads(1)
     shards = args.shards or build_shards(CACHE / "shards")
-    info = open_split(str(shards), "train").info
-    layout = get_layout(info.layout)
-    channels = len(layout.names) + 2 * len(layout.bones)  # heatmaps, then PAF x and y
+    split = open_split(str(shards), "train")
+    info = split.info
+    channels = get_layout(info.layout).num_channels
     common = dict(
         input_size=INPUT,
         frame_stride=info.frame_stride,
@@ -300,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"ours": ours, "mmaction2": peer}))
     if args.write:
         command = "python benchmarks/loader.py " + " ".join(sys.argv[1:])
-        split = open_split(str(shards), "train")
+        source = (
+            "videos of the built dataset given with --shards"
+            if args.shards
+            else "real videos (tests/data/real), built with "
+            "`pipeline build --dataset generic --pose mediapipe`"
+        )
         body = "\n".join(
             [
                 "## Clip loading (one core): shard loader vs mmaction2 (`benchmarks/loader.py`)",
@@ -311,17 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{load_note(load_before, load_after, 1)}; CPU-time rates are steadier than "
                 "wall-clock rates on a shared machine.",
                 "",
-                (
-                    f"Same {len(split.index)} videos of the built dataset given with --shards "
-                    f"(short side {info.short_side}, frame stride {info.frame_stride}, layout "
-                    f"{info.layout}); "
-                    if args.shards
-                    else f"Same {len(split.index)} real videos (tests/data/real), built with "
-                    f"`pipeline build --dataset generic --pose mediapipe` (short side "
-                    f"{info.short_side}, frame stride {info.frame_stride}, layout "
-                    f"{info.layout}); "
-                )
-                + f"{args.clips} timed training clips per row and side, after a warm-up. Ours: "
+                f"Same {len(split.index)} {source} (short side {info.short_side}, frame "
+                f"stride {info.frame_stride}, layout {info.layout}); "
+                f"{args.clips} timed training clips per row and side, after a warm-up. Ours: "
                 "`train.data.ClipDataset` in-process (tar read, JPEG decode of the clip's "
                 "frames, multi-scale crop + flip, rasters rendered from the augmented "
                 "keypoints). mmaction2 1.2.0: decord decode of the raw video + SampleFrames / "

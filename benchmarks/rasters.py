@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import cpu_model, load_note, write_section  # noqa: E402
+from report import cpu_model, load_note, positive_int, write_section  # noqa: E402
 
 from pipeline.raster import quantize_raster, render_clip, render_clip_quantized  # noqa: E402
 from pipeline.raster_reference import render_clip_reference  # noqa: E402
@@ -351,12 +351,10 @@ def format_table(local: dict, peer: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=50, help="timed runs per method")
+    parser.add_argument("--repeat", type=positive_int, default=50, help="timed runs per method")
     parser.add_argument("--skip-peer", action="store_true", help="do not run mmaction2")
     parser.add_argument("--write", type=Path, help="markdown file whose rasters section to replace")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
 
     load_before = os.getloadavg()[0]
     local = bench_local(args.repeat)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,8 +175,7 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 def image_format(out: str) -> str:
     """PNG or JPEG, from the output's extension (a file named .jpg must hold a JPEG)."""
-    suffix = out.rsplit("/", 1)[-1].rpartition(".")[2].lower()
-    fmt = IMAGE_FORMATS.get(f".{suffix}")
+    fmt = IMAGE_FORMATS.get(posixpath.splitext(out)[1].lower())
     if fmt is None:
         raise click.UsageError(f"-o {out}: name a .png or .jpg file")
     return fmt
