@@ -159,6 +159,31 @@ def test_corrupt_shard_is_reported_and_skipped(synth, tmp_path):
     assert len(batches) == 6
 
 
+def read_all(ds):
+    keys, errors, lost = [], [], 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for batch in D.make_loader(ds, 0):
+            keys += batch["key"]
+            errors += batch["errors"]
+            lost += batch["lost"]
+    return keys, errors, lost
+
+
+def test_missing_shard_is_reported_as_missing_not_corrupt(synth, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(synth, root)
+    (root / "val" / "pose-000002.tar").unlink()
+    split = D.open_split(str(root), "val")
+    keys, errors, lost = read_all(D.ClipDataset(split, recipe(split.info, train=False), 4))
+    assert errors == [
+        f"missing shard {root}/val/rgb-000002.tar+pose-000002.tar: "
+        "FileNotFoundError: pose-000002.tar not found"
+    ]
+    shard2 = {k for k, s in zip(split.index.keys, split.index.shards, strict=True) if s == 2}
+    assert set(keys) == set(split.index.keys) - shard2 and lost == len(shard2)
+
+
 def test_pose_stage_reads_only_pose_shards(synth, tmp_path):
     root = tmp_path / "pose-only"
     shutil.copytree(synth, root)

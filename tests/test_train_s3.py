@@ -64,3 +64,39 @@ def test_unreachable_object_storage_is_one_line(tmp_path):
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert lines[-1].startswith("Error: object storage not reachable (EndpointConnectionError")
     assert not (tmp_path / "r").exists()  # the failed run left no empty --out folder
+
+
+def test_a_missing_remote_shard_is_skipped_with_or_without_a_cache(tmp_path):
+    import warnings
+
+    from train import data as D
+    from train.clips import ClipSpec
+
+    local = tmp_path / "ds"
+    make_dataset(local, {"train": 2, "val": 6}, samples_per_shard=2)
+    (local / "val" / "rgb-000001.tar").unlink()
+    with s3_server("data"):
+        fs = s3fs_client()
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                fs.put_file(str(path), f"data/ds/{path.relative_to(local).as_posix()}")
+        split = D.open_split("s3://data/ds", "val")
+        recipe = D.ClipRecipe(
+            rgb=ClipSpec(2, 4), pose=ClipSpec(4, 2), input_size=16,
+            frame_stride=split.info.frame_stride, layout=split.info.layout,
+            raster=split.info.raster, pose_input="keypoints", train=False, num_clips=1,
+        )  # fmt: skip
+        for cache in (None, str(tmp_path / "cache")):
+            keys, errors = [], []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # With a cache the shard is fetched before webdataset opens it: that fetch
+                # failing must be skipped like a failed read, not end the epoch.
+                for batch in D.make_loader(D.ClipDataset(split, recipe, 4, cache_dir=cache), 0):
+                    keys += batch["key"]
+                    errors += batch["errors"]
+            assert len(keys) == 4, cache
+            assert errors == [
+                "missing shard s3://data/ds/val/rgb-000001.tar+pose-000001.tar: "
+                "FileNotFoundError: rgb-000001.tar not found"
+            ], cache

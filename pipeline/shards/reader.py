@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .. import storage
-from ..errors import InvalidInput, UserError
+from ..errors import InvalidInput, UserError, root_cause
 from .members import POSE_MEMBERS, RASTER_MEMBERS, parse_shard_name, rgb_frame_members, shard_name
 
 __all__ = [
@@ -75,15 +75,6 @@ def _shard_errors() -> tuple[type[BaseException], ...]:
 
 
 SHARD_ERRORS: tuple[type[BaseException], ...] = _shard_errors()
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost cause of a chained exception (webdataset wraps decoding errors)."""
-    seen = set()
-    while exc.__cause__ is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc = exc.__cause__
-    return exc
 
 
 @dataclass
@@ -216,6 +207,29 @@ def _check_members(
             raise IntegrityError(f"{have} JPEG frames, the index says {want}")
 
 
+def _shard_url(split_url: str, kind: str, number: int) -> str:
+    return storage.join(split_url, shard_name(kind, number))
+
+
+def _absent_shards(split_url: str, number: int, kinds: Sequence[str], exc: BaseException) -> str:
+    """Which of the shard set's files do not exist ("" when ``exc`` is not about a missing file).
+
+    The opener's own FileNotFoundError names the file differently per backend (a path, an
+    (key, url) tuple, "The specified key does not exist."), so the names are looked up again.
+    """
+    if not any(isinstance(e, FileNotFoundError) for e in (exc, root_cause(exc))):
+        return ""
+    try:
+        names = [
+            shard_name(k, number)
+            for k in kinds
+            if not storage.exists(_shard_url(split_url, k, number))
+        ]
+    except Exception:  # storage gone since: the opener's answer is all there is
+        return ""
+    return " and ".join(names)
+
+
 def _read_shard_set(
     split_url: str,
     number: int,
@@ -236,9 +250,11 @@ def _read_shard_set(
         failures.append(exn)
         return False
 
-    urls = [
-        local_or_cached(storage.join(split_url, shard_name(k, number)), cache_dir) for k in kinds
-    ]
+    try:
+        urls = [local_or_cached(_shard_url(split_url, k, number), cache_dir) for k in kinds]
+    except Exception as exc:  # fetching into --cache-dir: the same damage as reading it directly
+        failures.append(exc)
+        urls = []
     streams = [wds.tarfile_to_samples(handler=stop_on_error)([{"url": u}]) for u in urls]
     # One sample of look-ahead: a sample is handed on only once the next one has started in
     # every kind or the shard ended cleanly, so the last group of a cut-off tar never passes
@@ -281,7 +297,11 @@ def _read_shard_set(
     # sample (at least this one error's sample).
     lost = max(1, (expected if expected is not None else count) - yielded - skipped)
     if failures:
-        log.add(f"corrupt shard {where}", failures[0], lost)
+        absent = _absent_shards(split_url, number, kinds, failures[0])
+        if absent:  # not damage: a shard the index lists is not there (deleted, a partial copy)
+            log.add(f"missing shard {where}", FileNotFoundError(f"{absent} not found"), lost)
+        else:
+            log.add(f"corrupt shard {where}", failures[0], lost)
         return
     if expected is not None and count != expected:
         log.add(
