@@ -143,11 +143,15 @@ def raster_overlay(image: np.ndarray, heatmaps: np.ndarray, pafs: np.ndarray) ->
     return np.clip(image.astype(np.float32) * 0.35 + colour, 0, 255).astype(np.uint8)
 
 
+def _caption_scale(height: int) -> float:
+    return max(0.3, height / 600)
+
+
 def _caption(image: np.ndarray, text: str) -> None:
     """``text`` in the top-left corner on a dark box, drawn in place."""
     import cv2
 
-    scale = max(0.3, min(image.shape[:2]) / 600)
+    scale = _caption_scale(min(image.shape[:2]))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(image, (0, 0), (tw + 4, th + base + 4), (0, 0, 0), -1)
     cv2.putText(
@@ -155,19 +159,41 @@ def _caption(image: np.ndarray, text: str) -> None:
     )
 
 
+def title_band(text: str, width: int, tile_height: int) -> np.ndarray:
+    """A dark strip as wide as the grid with ``text`` on it, shrunk to fit the width.
+
+    The title (key and class) is often wider than one tile: drawn on the first tile it was cut
+    at the tile's edge, next to the second tile's caption.
+    """
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = _caption_scale(tile_height)
+    (tw, _), _ = cv2.getTextSize(text, font, scale, 1)
+    if tw + 4 > width:
+        scale = max(0.25, scale * (width - 4) / tw)
+    (_, th), base = cv2.getTextSize(text, font, scale, 1)
+    band = np.zeros((th + base + 6, width, 3), np.uint8)
+    cv2.putText(band, text, (2, th + 3), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return band
+
+
 def render_sample(view: SampleView, layout: Layout, threshold: float) -> np.ndarray:
-    """The grid image, RGB uint8 [2 H, N W, 3]."""
+    """The grid image, RGB uint8 [title + 2 H, N W, 3]: a title strip, then two rows of tiles."""
     positions = {int(i): pos for pos, i in enumerate(view.frame_indices)}
     top, bottom = [], []
     for n, (index, image) in enumerate(sorted(view.frames.items())):
         pos = positions[index]
         skel = draw_skeleton(image, view.keypoints[pos], layout, threshold)
         over = raster_overlay(image, view.heatmaps[pos], view.pafs[pos])
-        _caption(skel, f"{view.key} ({view.label_name}) frame {index}" if n == 0 else f"{index}")
-        _caption(over, "heatmaps + PAF" if n == 0 else f"{index}")
+        _caption(skel, f"frame {index}")
+        if n == 0:
+            _caption(over, "heatmaps + PAF")
         top.append(skel)
         bottom.append(over)
-    return np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)], axis=0)
+    grid = np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)], axis=0)
+    title = title_band(f"{view.key} ({view.label_name})", grid.shape[1], grid.shape[0] // 2)
+    return np.concatenate([title, grid], axis=0)
 
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
