@@ -160,15 +160,19 @@ def save_checkpoint(
         raise
 
 
-def load_checkpoint(path: PathLike) -> dict[str, Any]:
+def load_checkpoint(path: PathLike, *, mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint onto the CPU; :class:`CheckpointError` (one line) if it is missing,
-    corrupt, not one of ours, or from a newer format."""
+    corrupt, not one of ours, or from a newer format.
+
+    ``mmap``: map the tensors instead of reading them, for a look at the metadata only (its
+    configs) that does not read hundreds of MB of weights and optimizer state.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         # weights_only=False: our own files also hold optimizer state, metrics and RNG states.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as exc:  # truncated zip, pickle errors, ...: many types, one message
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
         raise CheckpointError(

@@ -433,7 +433,8 @@ def eval_(
 def _is_gated(checkpoint: str) -> bool:
     import model as models
 
-    return models.load_checkpoint(checkpoint)["model_config"]["variant"] in models.GATED_VARIANTS
+    config = models.load_checkpoint(checkpoint, mmap=True)["model_config"]
+    return config["variant"] in models.GATED_VARIANTS
 
 
 def _plot_one(report: dict[str, Any], path: str) -> None:
