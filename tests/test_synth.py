@@ -401,3 +401,12 @@ def test_cli_writes_dataset_and_refuses_bad_input(tmp_path):
         assert expected in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x").exists()
     assert runner.invoke(synth, ["--help"]).exit_code == 0
+
+    # An --out that cannot be made (under a file): one line, exit 1; --debug keeps the cause.
+    (tmp_path / "file").write_text("")
+    under_file = [*args[:3], str(tmp_path / "file" / "x"), *args[4:]]
+    result = runner.invoke(synth, under_file)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: cannot write {tmp_path}")
+    result = runner.invoke(synth, [*under_file, "--debug"])
+    assert result.exit_code == 1 and isinstance(result.exception.__cause__, NotADirectoryError)

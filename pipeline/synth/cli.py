@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.errors import InvalidInput, cli_errors
 from pipeline.synth.dataset import (
     DATASETS,
     FRAME_SIDE_RANGE,
@@ -95,6 +96,7 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--fps", type=click.FloatRange(1.0, 240.0), default=30.0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already in --out.")
+@cli_errors("interrupted; --out holds part of a dataset: run again with --overwrite")
 def synth(
     dataset: str,
     out_dir: Path,
@@ -145,7 +147,7 @@ def synth(
         )
     except SynthError as exc:
         raise click.UsageError(str(exc)) from None
-    except OSError as exc:
+    except OSError as exc:  # --debug shows where, through the chain
         where = f" {exc.filename}" if exc.filename else ""
-        raise click.ClickException(f"cannot write{where}: {exc.strerror or exc}") from None
+        raise InvalidInput(f"cannot write{where}: {exc.strerror or exc}") from exc
     click.echo(format_summary(summary))
