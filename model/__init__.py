@@ -4,8 +4,8 @@ the variants the paper compares, and the checkpoint format the trainer writes.
 Public API (docs/design.md, "Public Python API"; docs/model.md):
 
 - :func:`build` ``(variant, num_classes, pose_channels, appearance_depth=50, pose_depth=18,
-  clip_len=8, pose_clip_len=32, gate_norm="none")`` -> ``nn.Module`` with ``forward(rgb, pose)``
-  (and ``features(rgb, pose)`` / ``head(f_a, f_p)``, its two halves);
+  clip_len=8, pose_clip_len=32, gate_norm="none", gate_shape="channel")`` -> ``nn.Module`` with
+  ``forward(rgb, pose)`` (and ``features(rgb, pose)`` / ``head(f_a, f_p)``, its two halves);
 - :data:`VARIANTS`; :func:`gate_loss`; :func:`integral_loss`;
 - :func:`build_integral_from_stage1`, :func:`save_checkpoint`, :func:`load_checkpoint`,
   :func:`build_from_checkpoint`, :func:`check_contracts`;
@@ -27,8 +27,10 @@ from model.checkpoint import (
 )
 from model.integral import (
     DEFAULT_GATE_NORM,
+    DEFAULT_GATE_SHAPE,
     DEFAULT_GATE_WEIGHT,
     GATE_NORMS,
+    GATE_SHAPES,
     GATED_VARIANTS,
     INTEGRATION_CHANNELS,
     STAGE1_VARIANTS,
@@ -54,8 +56,10 @@ __all__ = [
     "CONTRACT_KEYS",
     "CheckpointError",
     "DEFAULT_GATE_NORM",
+    "DEFAULT_GATE_SHAPE",
     "DEFAULT_GATE_WEIGHT",
     "GATE_NORMS",
+    "GATE_SHAPES",
     "FEATURE_CHANNELS",
     "FORMAT_VERSION",
     "GATED_VARIANTS",

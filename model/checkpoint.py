@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.integral import DEFAULT_GATE_NORM, STAGE2_VARIANTS, ActionModel, build
+from model.integral import (
+    DEFAULT_GATE_NORM,
+    DEFAULT_GATE_SHAPE,
+    STAGE2_VARIANTS,
+    ActionModel,
+    build,
+)
 from pipeline.errors import InvalidInput
 from pipeline.storage import new_file_mode
 
@@ -331,6 +337,7 @@ def build_integral_from_stage1(
     *,
     freeze: bool = True,
     gate_norm: str = DEFAULT_GATE_NORM,
+    gate_shape: str = DEFAULT_GATE_SHAPE,
 ) -> ActionModel:
     """Build a stage-2 model from an appearance-only and a pose-only stage-1 checkpoint.
 
@@ -339,8 +346,8 @@ def build_integral_from_stage1(
     ``train()`` (section 3.5). Refused with a one-line ``ValueError`` (:class:`CheckpointError`)
     when a checkpoint is not the expected stage or the data contracts disagree (classes, input
     size, clip lengths and strides, frame stride; layout and raster where both record them).
-    The result carries the merged contract as ``.contract``. ``gate_norm`` is the gate's
-    normalisation (:func:`model.build`).
+    The result carries the merged contract as ``.contract``. ``gate_norm`` and ``gate_shape``
+    are the gate's normalisation and shape (:func:`model.build`).
     """
     if variant not in STAGE2_VARIANTS:
         raise CheckpointError(
@@ -380,6 +387,7 @@ def build_integral_from_stage1(
         clip_len=a_cfg["clip_len"],
         pose_clip_len=p_cfg["pose_clip_len"],
         gate_norm=gate_norm,
+        gate_shape=gate_shape,
     )
 
     def part(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -50,6 +50,8 @@ __all__ = [
     "DEFAULT_GATE_WEIGHT",
     "GATE_NORMS",
     "DEFAULT_GATE_NORM",
+    "GATE_SHAPES",
+    "DEFAULT_GATE_SHAPE",
     "HEAD_INIT_STD",
     "ActionModel",
     "SingleStreamModel",
@@ -92,6 +94,13 @@ DEFAULT_GATE_WEIGHT = 1.5  # lambda (section 3.4)
 # layer with bias), "batchnorm" as the paper's text (section 3.3).
 GATE_NORMS: tuple[str, ...] = ("none", "batchnorm")
 DEFAULT_GATE_NORM = "none"
+# How many gate values per frame: "channel", one per channel of C' (the paper's G in
+# [0, 1]^{T x C'} and the official code's pose_gate_fc), or "frame", one per frame that weighs
+# every channel alike (docs/model.md, "Measured: a gate per frame"). With one per channel the
+# classifier can read the scene through a few open channels, so the classification loss never
+# needs the gate as a whole to open where pose cannot decide.
+GATE_SHAPES: tuple[str, ...] = ("channel", "frame")
+DEFAULT_GATE_SHAPE = "channel"
 # The official code initialises its linear layers (the gate and the classifiers) from
 # N(0, 0.01) and its convolutions from N(0, 0.001) (main/model.py, init_weights). At 0.001 for
 # the classifier too, the classification gradient reaching the gate starts 10x weaker than
@@ -307,6 +316,7 @@ class IntegralModel(ActionModel):
         num_classes: int,
         config: dict,
         gate_norm: str = DEFAULT_GATE_NORM,
+        gate_shape: str = DEFAULT_GATE_SHAPE,
     ) -> None:
         super().__init__(variant, config)
         if variant in STAGE1_VARIANTS or variant == "score_average" or variant not in VARIANTS:
@@ -325,7 +335,8 @@ class IntegralModel(ActionModel):
                 "appearance": appearance.out_channels,
                 "both": appearance.out_channels + pose.out_channels,
             }[self.gate_source]
-            self.cgb = ChannelGateBlock(gate_in, c, norm=gate_norm)
+            gates = c if gate_shape == "channel" else 1  # [B, T, 1] broadcasts over C'
+            self.cgb = ChannelGateBlock(gate_in, gates, norm=gate_norm)
         else:
             self.cgb = None
         if variant == "feature_fuse":
@@ -426,6 +437,7 @@ def build(
     clip_len: int = 8,
     pose_clip_len: int = 32,
     gate_norm: str = DEFAULT_GATE_NORM,
+    gate_shape: str = DEFAULT_GATE_SHAPE,
 ) -> ActionModel:
     """Build a model by variant name.
 
@@ -440,12 +452,15 @@ def build(
         pose_clip_len: T_P, pose frames per clip (32, paper Table 1); a multiple of ``clip_len``.
         gate_norm: the CGB's normalisation, ``"none"`` (the official code's gate, default) or
             ``"batchnorm"`` (the paper's text); used by the gated variants.
+        gate_shape: ``"channel"`` (one gate per channel, ``gate [B, T, 512]``, the paper's and
+            the official code's, default) or ``"frame"`` (one per frame, ``gate [B, T, 1]``).
 
     Returns:
         An :class:`ActionModel` whose ``forward(rgb, pose)`` takes ``rgb [B, T, 3, H, W]`` and
         ``pose [B, T_P, pose_channels, H / 4, W / 4]`` (``None`` for the unused input of a
         single-stream variant) and returns ``{"logits": [B, num_classes]}`` plus ``gate`` and
-        ``gate_logits`` ``[B, T, 512]`` for gated variants.
+        ``gate_logits`` ``[B, T, 512]`` (``[B, T, 1]`` with ``gate_shape="frame"``) for gated
+        variants.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -464,6 +479,8 @@ def build(
         )
     if gate_norm not in GATE_NORMS:
         raise ValueError(f"gate_norm must be one of {', '.join(GATE_NORMS)}, got {gate_norm!r}")
+    if gate_shape not in GATE_SHAPES:
+        raise ValueError(f"gate_shape must be one of {', '.join(GATE_SHAPES)}, got {gate_shape!r}")
     if variant != "appearance" and (pose_channels is None or pose_channels < 1):
         raise ValueError(f"variant {variant!r} needs pose_channels (K + 2B), got {pose_channels}")
     config = {
@@ -477,6 +494,7 @@ def build(
     }
     if variant in GATED_VARIANTS:
         config["gate_norm"] = gate_norm
+        config["gate_shape"] = gate_shape
 
     def appearance() -> AppearanceStream:
         return AppearanceStream(appearance_depth, clip_len)
@@ -490,4 +508,7 @@ def build(
         return SingleStreamModel(variant, pose(), num_classes, config)
     if variant == "score_average":
         return ScoreAverageModel(appearance(), pose(), num_classes, config)
-    return IntegralModel(variant, appearance(), pose(), num_classes, config, gate_norm=gate_norm)
+    return IntegralModel(
+        variant, appearance(), pose(), num_classes, config, gate_norm=gate_norm,
+        gate_shape=gate_shape,
+    )  # fmt: skip

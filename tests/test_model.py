@@ -691,6 +691,83 @@ def test_gate_norm_is_recorded_and_rebuilt(tmp_path):
         tiny("integral", gate_norm="layernorm")
 
 
+def test_frame_gate_weighs_every_channel_alike_and_is_rebuilt(tmp_path):
+    net = tiny("integral", gate_shape="frame").eval()
+    nn.init.normal_(net.cgb.conv.weight, std=0.05)
+    f_a, f_p = torch.rand(3, 2, 512), torch.rand(3, 2, 512)
+    with torch.no_grad():
+        out = net.head(f_a, f_p)
+        g = torch.sigmoid(net.cgb.conv(f_p.transpose(1, 2)).transpose(1, 2))
+        fused = g * net.tcb_a(f_a) + (1 - g) * net.tcb_p(f_p)
+        expected = model.frame_average_log_probs(net.classifier(fused))
+    assert out["gate"].shape == (3, 2, 1) and torch.allclose(out["gate"], g)
+    assert torch.allclose(out["logits"], expected, atol=1e-6)
+    model.save_checkpoint(tmp_path / "f.pt", model=net, model_config=net.config, contract={})
+    again = model.build_from_checkpoint(tmp_path / "f.pt")
+    assert again.config["gate_shape"] == "frame" and again.cgb.conv.out_channels == 1
+    # Checkpoints written before gate_shape was recorded have the paper's gate per channel.
+    old = model.load_checkpoint(tmp_path / "f.pt")
+    del old["model_config"]["gate_shape"]
+    with pytest.raises(model.CheckpointError, match="weights do not fit"):
+        model.build_from_checkpoint(old)
+    with pytest.raises(ValueError, match="gate_shape"):
+        tiny("integral", gate_shape="pixel")
+
+
+def _gate_where_pose_cannot_decide(gate_shape: str, warmup: float) -> tuple[float, float, float]:
+    """Stage 2's head (CE + 1.5 L_gate, lambda ramped over ``warmup`` of 300 SGD steps) on
+    features where classes 0 and 1 share their pose features and differ only in appearance, and
+    class 2's appearance says nothing. Returns (mean G of classes 0 and 1, of class 2, top-1)."""
+    from train.fit import ramped_gate_weight
+
+    torch.manual_seed(0)
+    net = model.build("integral", 3, 8, appearance_depth=18, pose_depth=18, clip_len=2,
+                      pose_clip_len=2, gate_shape=gate_shape)  # fmt: skip
+    net.freeze_streams()
+    net.train()
+    g = torch.Generator().manual_seed(1)
+    pose_of = torch.rand(3, 512, generator=g)
+    pose_of[1] = pose_of[0]  # the same motion
+    scene_of = torch.rand(3, 512, generator=g)
+    scene_of[2] = scene_of[:2].mean(0)  # a scene between the others'
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % 3
+        noise = 0.3 * torch.randn(2, n, 2, 512, generator=g)
+        return (scene_of[y][:, None] + noise[0]).relu(), (pose_of[y][:, None] + noise[1]).relu(), y
+
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.03, momentum=0.9)
+    steps = 300
+    for step in range(steps):
+        f_a, f_p, y = batch(24)
+        loss, _, _ = net.integral_loss(
+            net.head(f_a, f_p), y, ramped_gate_weight(1.5, warmup, step / steps, 1)
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        f_a, f_p, y = batch(300)
+        out = net.eval().head(f_a, f_p)
+    gate = out["gate"].mean(dim=(1, 2))
+    top1 = (out["logits"].argmax(1) == y).float().mean().item()
+    return gate[y < 2].mean().item(), gate[y == 2].mean().item(), top1
+
+
+def test_a_frame_gate_with_warmup_opens_where_pose_cannot_decide():
+    # docs/model.md, "Measured: a gate per frame": the paper's Table 5 claim in miniature.
+    scene_only, pose_decides, top1 = _gate_where_pose_cannot_decide("frame", warmup=1.0)
+    assert top1 == 1.0 and scene_only > 0.02 and scene_only > 10 * pose_decides
+    # L_gate in full from the first step shuts the frame gate before the classifier reads the
+    # scene: the pair that only appearance tells apart is then lost.
+    scene_only, pose_decides, top1 = _gate_where_pose_cannot_decide("frame", warmup=0.0)
+    assert max(scene_only, pose_decides) < 0.01 and top1 < 0.8
+    # One gate per channel: the classifier reads the scene through a few open channels, and
+    # the mean gate has no class pattern at all, warmup or not.
+    scene_only, pose_decides, top1 = _gate_where_pose_cannot_decide("channel", warmup=1.0)
+    assert top1 == 1.0 and abs(scene_only - pose_decides) < 0.02
+
+
 def test_head_on_stream_features_equals_forward():
     for variant in ("integral", "no_gate", "feature_fuse", "score_average", "pose"):
         net = tiny(variant).eval()

@@ -430,11 +430,18 @@ def test_pose_input_options_are_recorded_and_inherited(runs, tmp_path):
         "--init-pose", tmp_path / "pose" / "last.pt",
         "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress",
     )  # fmt: skip
-    train_cli(*stage2, "--out", tmp_path / "int", "--gate-norm", "batchnorm")
+    train_cli(*stage2, "--out", tmp_path / "int", "--gate-norm", "batchnorm",
+              "--gate-shape", "frame", "--gate-warmup", "0.5")  # fmt: skip
     ckpt = models.load_checkpoint(tmp_path / "int" / "last.pt")
     assert ckpt["contract"]["pose_crop"] == "person" and ckpt["contract"]["pose_size"] == 12
     assert ckpt["model_config"]["gate_norm"] == "batchnorm"
     assert "cgb.bn.weight" in ckpt["state_dict"]
+    assert ckpt["model_config"]["gate_shape"] == "frame"
+    assert ckpt["state_dict"]["cgb.conv.weight"].shape[0] == 1
+    saved = __import__("json").loads((tmp_path / "int" / "config.json").read_text())
+    assert saved["optim"]["gate_warmup"] == 0.5
+    bad = train_cli(*stage2, "--out", tmp_path / "w", "--gate-warmup", "2", ok=False)
+    assert bad.exit_code == 1 and "--gate-warmup is a fraction of the epochs" in bad.output
     # The pose input it sees in evaluation is the one it was trained with.
     report = tmp_path / "r.json"
     train_cli("eval", "--checkpoint", tmp_path / "int" / "last.pt", "--data", runs["data"],
@@ -456,3 +463,12 @@ def test_pose_input_options_are_checked(runs, tmp_path):
             *TINY, "--epochs", "1", *args, ok=False,
         )  # fmt: skip
         assert bad.exit_code == 1 and message in bad.output, bad.output
+
+
+def test_gate_warmup_ramps_lambda_linearly_then_holds_it():
+    from train.fit import ramped_gate_weight
+
+    assert ramped_gate_weight(1.5, 0.0, 0.0, 60) == 1.5  # the paper's: in full from the start
+    ramp = [ramped_gate_weight(1.5, 0.5, e, 60) for e in (0.0, 7.5, 15.0, 30.0, 45.0, 59.9)]
+    assert ramp == pytest.approx([0.0, 0.375, 0.75, 1.5, 1.5, 1.5])
+    assert ramped_gate_weight(1.5, 1.0, 59.0, 60) == pytest.approx(1.5 * 59 / 60)

@@ -20,7 +20,9 @@ from pipeline.errors import cli_errors, plain_warnings
 
 from .config import (
     DEFAULT_GATE_NORM,
+    DEFAULT_GATE_SHAPE,
     GATE_NORMS,
+    GATE_SHAPES,
     POSE_CROPS,
     POSE_INPUTS,
     PRECISIONS,
@@ -106,6 +108,19 @@ def main() -> None:
     type=click.Choice(GATE_NORMS),
     help="The gate's normalisation: none (the official code's linear gate) or batchnorm (the "
     f"paper's text; it pins the mean gate, docs/model.md).  [default: {DEFAULT_GATE_NORM}]",
+)
+@click.option(
+    "--gate-shape",
+    type=click.Choice(GATE_SHAPES),
+    help="One gate per channel (the paper's) or one per frame for all channels (docs/model.md)."
+    f"  [default: {DEFAULT_GATE_SHAPE}]",
+)
+@click.option(
+    "--gate-warmup",
+    type=float,
+    metavar="FRACTION",
+    help="Stage 2: raise lambda linearly from 0 over this fraction of the epochs."
+    + shown("optim", "gate_warmup"),
 )
 @click.option(
     "--schedule",

@@ -11,9 +11,10 @@ YAML layout (every key optional)::
             pose_input: keypoints, pose_crop: frame, pose_size: 56, pose_sigma: 0.5,
             val_clips: 1}
     model: {variant: integral, appearance_depth: 50, pose_depth: 18, gate_weight: 1.5,
-            gate_norm: none, pretrained: null, init_appearance: null, init_pose: null}
+            gate_norm: none, gate_shape: channel, pretrained: null, init_appearance: null,
+            init_pose: null}
     optim: {schedule: kinetics, epochs: null, lr_steps: null, lr: null, momentum: 0.9,
-            weight_decay: 1.0e-4, batch_size: null}
+            weight_decay: 1.0e-4, batch_size: null, gate_warmup: 0.0}
     run:   {out: "", seed: 0, device: auto, precision: auto, channels_last: true,
             val_every: 1, log_every: 20, resume: false, precise_bn: 0, progress: null,
             cache_features: 0, feature_cache: null, feature_dtype: float32,
@@ -33,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from model import DEFAULT_GATE_NORM, GATE_NORMS, STAGE2_VARIANTS
+from model import DEFAULT_GATE_NORM, DEFAULT_GATE_SHAPE, GATE_NORMS, GATE_SHAPES, STAGE2_VARIANTS
 from model.resnet import RESNET_SPECS
 from pipeline.errors import InvalidInput
 
@@ -163,6 +164,9 @@ class ModelConfig:
     # The gate's normalisation: none (the official code's linear gate) or batchnorm (the
     # paper's text, section 3.3, which pins the mean gate in training; docs/model.md).
     gate_norm: str = DEFAULT_GATE_NORM
+    # One gate per channel (the paper's G in [0, 1]^{T x C'}, section 3.3) or one per frame
+    # (docs/model.md, "Measured: a gate per frame").
+    gate_shape: str = DEFAULT_GATE_SHAPE
     pretrained: str | None = None  # torchvision-format ResNet weights for the appearance stream
     init_appearance: str | None = None  # stage 2: stage-1 appearance checkpoint
     init_pose: str | None = None  # stage 2: stage-1 pose checkpoint
@@ -177,6 +181,9 @@ class OptimConfig:
     momentum: float = 0.9  # SGD momentum (paper section 4.1)
     weight_decay: float = 1e-4  # (paper section 4.1)
     batch_size: int | None = None  # per process; default: global 32 / processes (paper 4.1)
+    # Stage 2: the fraction of the epochs over which lambda rises linearly from 0 to
+    # --gate-weight; 0 (the paper's) applies it in full from the first step.
+    gate_warmup: float = 0.0
 
     def resolve(self, stage: str) -> Schedule:
         """The schedule to run: named (or the stage default), with --epochs / --lr-steps / --lr.
@@ -384,6 +391,12 @@ def validate(cfg: FitConfig, resumed: bool = False) -> None:
         raise ConfigError(f"--pose-sigma must be > 0, got {cfg.clips.pose_sigma}")
     if cfg.model.gate_norm not in GATE_NORMS:
         raise ConfigError(f"--gate-norm must be one of {', '.join(GATE_NORMS)}")
+    if cfg.model.gate_shape not in GATE_SHAPES:
+        raise ConfigError(f"--gate-shape must be one of {', '.join(GATE_SHAPES)}")
+    if not 0.0 <= cfg.optim.gate_warmup <= 1.0:
+        raise ConfigError(
+            f"--gate-warmup is a fraction of the epochs, 0 to 1, got {cfg.optim.gate_warmup}"
+        )
     if cfg.run.feature_dtype not in ("float32", "float16"):
         raise ConfigError("--feature-dtype must be float32 or float16")
     if cfg.run.cache_features < 0:

@@ -175,6 +175,7 @@ def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, 
             cfg.model.init_pose,
             variant=variant,
             gate_norm=cfg.model.gate_norm,
+            gate_shape=cfg.model.gate_shape,
         )
         stage1 = dict(net.contract)
         _check_clip_overrides(cfg, stage1)
@@ -198,6 +199,7 @@ def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, 
         clip_len=clip.clip_len,
         pose_clip_len=clip.pose_clip_len,
         gate_norm=cfg.model.gate_norm,
+        gate_shape=cfg.model.gate_shape,
     )
     norm = UNIT
     if cfg.model.pretrained:
@@ -213,6 +215,19 @@ def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, 
 
 # ----------------------------------------------------------------------------------------------
 # The run
+
+
+def ramped_gate_weight(full: float, warmup: float, epochs_done: float, epochs: int) -> float:
+    """lambda after ``epochs_done`` (fractional) of ``epochs``: ``full``, ramped up linearly from
+    0 over the first ``warmup`` fraction of the epochs (--gate-warmup; 0: in full throughout).
+
+    With a gate per frame, L_gate at full weight from the first step shuts every visible
+    person's gate before the classifier has learnt to read the scene; ramped in, the gate stays
+    open where the classifier needs appearance (docs/model.md, "Measured: a gate per frame").
+    """
+    if warmup <= 0:
+        return full
+    return full * min(1.0, epochs_done / (warmup * epochs))
 
 
 class _Run:
@@ -369,7 +384,9 @@ class _Run:
             meter.got_batch()
             rgb, pose = self._inputs(batch)
             target = batch["label"].to(dist.device, non_blocking=True)
-            loss = self._step(lambda rgb=rgb, pose=pose: self.ddp(rgb, pose), target, sums)
+            loss = self._step(
+                lambda rgb=rgb, pose=pose: self.ddp(rgb, pose), target, sums, epoch, done
+            )
             done += 1
             meter.step_done()
             self._show_step(bar, epoch, done, loss, meter)
@@ -398,7 +415,9 @@ class _Run:
             meter.got_batch()
             f_a, f_p = f_a.to(dist.device), f_p.to(dist.device)
             target = target.to(dist.device)
-            loss = self._step(lambda f_a=f_a, f_p=f_p: self.ddp(f_a, f_p), target, sums)
+            loss = self._step(
+                lambda f_a=f_a, f_p=f_p: self.ddp(f_a, f_p), target, sums, epoch, done
+            )
             done += 1
             meter.step_done()
             self._show_step(bar, epoch, done, loss, meter)
@@ -418,12 +437,23 @@ class _Run:
             )
         return self._end_epoch(bar, done, sums, [], epoch, start, meter)
 
-    def _step(self, forward, target: torch.Tensor, sums: _EpochSums) -> torch.Tensor:
+    def gate_weight(self, epoch: int, step: int) -> float:
+        """lambda at this step of this epoch (both counted from 0)."""
+        return ramped_gate_weight(
+            self.cfg.model.gate_weight,
+            self.cfg.optim.gate_warmup,
+            epoch + step / self.steps,
+            self.schedule.epochs,
+        )
+
+    def _step(
+        self, forward, target: torch.Tensor, sums: _EpochSums, epoch: int, step: int
+    ) -> torch.Tensor:
         """One SGD step on the output of ``forward()``; adds to the epoch's sums."""
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.dist.device, self.precision):
             out = forward()
-        loss, ce, gate_term = self.net.integral_loss(out, target, self.cfg.model.gate_weight)
+        loss, ce, gate_term = self.net.integral_loss(out, target, self.gate_weight(epoch, step))
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
