@@ -4,14 +4,18 @@
         raw wd=0.01 centered=0.3 direction=5 dropout-classifier=0.5
 
 For each seed of an ``experiments/out_of_context.py`` run, this script trains the IntegralAction
-(lambda 1.5) head again (TCBs, gate, classifier; the streams stay frozen) on the run's cached
-training views. It uses the run's own stage-2 settings, read from
-``seed<N>/integral_1.5/config.json`` (epochs, lr, batch, weight decay, lambda, seed), and changes
-one thing per variant:
+(lambda 1.5) head with the official code's gate, one per channel, again (TCBs, gate, classifier;
+the streams stay frozen) on the run's cached training views. It uses that run's own stage-2
+settings, read from ``seed<N>/integral_1.5_channel/config.json`` (epochs, lr, batch, weight
+decay, lambda, seed), and changes one thing per variant, or several joined by ``+``
+(``scalar+warmup=1``: at most one of them changes the head's layers):
 
 - ``raw``: nothing. Its rows should match the run's own ``train eval`` reports, printed as ``run``.
-- ``scalar``: one gate value per frame for all channels instead of one per channel, so the
-  classifier cannot read the scene through a few open channels while the rest stay shut.
+- ``scalar``: one gate value per frame for all channels instead of one per channel
+  (``--gate-shape frame``), so the classifier cannot read the scene through a few open channels
+  while the rest stay shut.
+- ``warmup=F``: L_gate's weight ramped up from 0 over the first fraction F of the epochs
+  (``--gate-warmup F``), so the classifier learns to read the scene before L_gate shuts the gate.
 - ``wd=X``: weight decay X on the head.
 - ``centered=EPS``: the gate reads ``(F_P - mean_c F_P) / (sd_c F_P + EPS)``, each frame's pose
   features centred and scaled over channels. EPS = 0 is a layer norm without affine. A larger EPS
@@ -64,6 +68,7 @@ from model.streams import init_non_resnet_
 from train.distributed import Dist
 from train.evaluate import predict_features
 from train.features import FeatureSet, feature_batches
+from train.fit import ramped_gate_weight
 
 FLAG_VARIANTS = ("raw", "scalar", "gate-loss-only", "gate-loss-bias-only")
 VALUE_VARIANTS = (
@@ -77,8 +82,11 @@ VALUE_VARIANTS = (
     "epochs",
     "lr",
     "lambda",
+    "warmup",
 )
-RUN_DIR = "integral_1.5"  # the stage-2 run whose settings and reports are reproduced
+# Variants that change the head's layers; one per combination.
+LAYER_VARIANTS = ("scalar", "centered", "direction", "dropout-classifier", "dropout-appearance")
+RUN_DIR = "integral_1.5_channel"  # the stage-2 run whose settings and reports are reproduced
 
 
 def load_features(folder: Path, views: int | None = None) -> FeatureSet:
@@ -133,15 +141,24 @@ def parse_variant(text: str) -> tuple[str, float]:
     return kind, number
 
 
+def parse_combination(text: str) -> list[tuple[str, float]]:
+    """``a+b=X+...``: the variants to apply together."""
+    parts = [parse_variant(part) for part in text.split("+")]
+    if sum(kind in LAYER_VARIANTS for kind, _ in parts) > 1:
+        raise SystemExit(
+            f"error: variant {text!r}: at most one of {', '.join(LAYER_VARIANTS)} at a time"
+        )
+    return parts
+
+
 def build_head(settings: dict, kind: str, value: float) -> nn.Module:
     torch.manual_seed(settings["run"]["seed"])
     m = settings["model"]
-    net = models.build_integral_from_stage1(m["init_appearance"], m["init_pose"], "integral")
-    if kind == "scalar":
-        old = net.cgb.conv
-        net.cgb.conv = nn.Conv1d(old.in_channels, 1, 1)
-        init_non_resnet_(net.cgb.conv, std=HEAD_INIT_STD)
-    elif kind in ("centered", "direction"):
+    shape = "frame" if kind == "scalar" else "channel"
+    net = models.build_integral_from_stage1(
+        m["init_appearance"], m["init_pose"], "integral", gate_shape=shape
+    )
+    if kind in ("centered", "direction"):
         net.cgb = GateInput(net.cgb, kind, value)
     elif kind == "dropout-classifier":
         net.classifier = nn.Sequential(nn.Dropout(value), net.classifier)
@@ -161,6 +178,7 @@ def with_variant(settings: dict, kind: str, value: float) -> dict:
         "smoothing": ("optim", "label_smoothing"),
         "gate-loss-only": ("optim", "gate_loss_only"),
         "gate-loss-bias-only": ("optim", "gate_loss_bias_only"),
+        "warmup": ("optim", "gate_warmup"),
     }
     if kind not in where:
         return settings
@@ -176,7 +194,7 @@ def with_variant(settings: dict, kind: str, value: float) -> dict:
 
 def train_head(net: nn.Module, feats: FeatureSet, settings: dict) -> None:
     """Stage 2 on cached views, as ``train fit --cache-features`` runs it (stage2 schedule)."""
-    o, seed, lam = settings["optim"], settings["run"]["seed"], settings["model"]["gate_weight"]
+    o, seed, full_lam = settings["optim"], settings["run"]["seed"], settings["model"]["gate_weight"]
     decay = {id(p): o["weight_decay"] for p in net.parameters()}
     if "classifier_weight_decay" in o:
         decay.update({id(p): o["classifier_weight_decay"] for p in net.classifier.parameters()})
@@ -194,7 +212,12 @@ def train_head(net: nn.Module, feats: FeatureSet, settings: dict) -> None:
     steps = math.ceil(len(feats) / o["batch_size"])
     net.train()
     for epoch in range(epochs):
-        for f_a, f_p, y in feature_batches(feats, o["batch_size"], steps, seed, epoch, 0):
+        batches = feature_batches(feats, o["batch_size"], steps, seed, epoch, 0)
+        for step, (f_a, f_p, y) in enumerate(batches):
+            # As train fit ramps it (--gate-warmup): the full lambda without a warm-up.
+            lam = ramped_gate_weight(
+                full_lam, o.get("gate_warmup", 0.0), epoch + step / steps, epochs
+            )
             out = net.head(f_a, f_p)
             smoothing = o.get("label_smoothing", 0.0)
             # The logits are frame-averaged log-probabilities, so cross_entropy's log-softmax of
@@ -280,7 +303,7 @@ def reading(in_ctx: dict, out_ctx: dict, hidden: dict[str, bool], classes: int) 
 def run_report(seed_dir: Path, part: str) -> tuple[dict, dict[str, bool]]:
     """The run's own ``train eval`` report: (predicted, gate, label) per video, and which
     videos hide their person (``--video-info``, from the synth metadata)."""
-    report = json.loads((seed_dir / f"eval_IntegralAction_1.5_{part}.json").read_text())
+    report = json.loads((seed_dir / f"eval_{RUN_DIR}_{part}.json").read_text())
     names = report["confusion"]["classes"]
     result = {
         k: (names.index(p["pred"]), p["gate"], names.index(p["label"]))
@@ -298,7 +321,7 @@ def main() -> None:
     )
     parser.add_argument("variants", nargs="+", help="raw, wd=X, centered=EPS, direction=C, ...")
     args = parser.parse_args()
-    variants = [(text, *parse_variant(text)) for text in args.variants]
+    variants = [(text, parse_combination(text)) for text in args.variants]
     for seed in args.seeds:
         seed_dir = args.work / f"seed{seed}"
         config = seed_dir / RUN_DIR / "config.json"
@@ -311,13 +334,17 @@ def main() -> None:
         (ours_in, hidden), (ours_out, hidden_out) = (run_report(seed_dir, p) for p in ("in", "out"))
         hidden.update(hidden_out)
         print(f"seed {seed} {'run':>22}: {reading(ours_in, ours_out, hidden, classes)}", flush=True)
-        for text, kind, value in variants:
-            net = build_head(settings, kind, value)
-            train_head(net, train_views, with_variant(settings, kind, value))
+        for text, parts in variants:
+            layers = [(k, v) for k, v in parts if k in LAYER_VARIANTS] or [("raw", 0.0)]
+            net = build_head(settings, *layers[0])
+            varied = settings
+            for kind, value in parts:
+                varied = with_variant(varied, kind, value)
+            train_head(net, train_views, varied)
             res = predict(net, test["in"]), predict(net, test["out"])
             print(f"seed {seed} {text:>22}: {reading(*res, hidden, classes)}", flush=True)
             if args.pulls:
-                lam = with_variant(settings, kind, value)["model"]["gate_weight"]
+                lam = varied["model"]["gate_weight"]
                 print(f"seed {seed} {'':>22}  {gate_pulls(net, train_views, lam)}", flush=True)
 
 

@@ -158,3 +158,28 @@ def test_gate_pulls_reports_every_class(variants):
     assert len(closing) == CLASSES
     assert all(c > 0 for c in closing)  # L_gate always pushes the gate shut
     assert closing_pulls(variants.gate_pulls(net, feats, gate_weight=0.0)) == [0.0] * CLASSES
+
+
+def test_combinations_apply_every_part_and_refuse_two_layer_changes(variants):
+    assert variants.parse_combination("scalar+warmup=1+lambda=5") == [
+        ("scalar", 0.0),
+        ("warmup", 1.0),
+        ("lambda", 5.0),
+    ]
+    with pytest.raises(SystemExit, match="at most one of"):
+        variants.parse_combination("scalar+centered=0.3")
+    with pytest.raises(SystemExit, match="variant 'bogus'"):
+        variants.parse_combination("scalar+bogus")
+
+
+def test_warmup_eases_the_gate_loss_in(variants):
+    # Same weights, same batches, lambda 1.5: ramped in from 0, L_gate pushes the gate's bias
+    # down less than at full weight from the first step.
+    bias = {}
+    for kind, value in (("raw", 0.0), ("warmup", 1.0)):
+        net = small_integral()
+        feats = features(net, videos=4)
+        run = variants.with_variant(settings(1.5, epochs=2), kind, value)
+        variants.train_head(net, feats, run)
+        bias[kind] = net.cgb.conv.bias.mean().item()
+    assert bias["warmup"] > bias["raw"]
