@@ -65,7 +65,7 @@ def plot_gate_distributions(
     for panel, label, gates in series:
         panels.setdefault(panel, []).append((label, gates))
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True
+        1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, sharey=True
     )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     labels = list(dict.fromkeys(label for _, label, _ in series))
@@ -88,7 +88,8 @@ def plot_gate_distributions(
         ax.set_title(panel)
         ax.set_xlim(0, 1)
         ax.set_xlabel("per-video mean gate G (weight of appearance)")
-        ax.legend(fontsize=7, loc="upper right")
+        # Under the panel: above it the legend hid the tallest bars once the labels grew long.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     axes[0][0].set_ylabel("% of videos")
     if title:
         fig.suptitle(title)
@@ -102,5 +103,5 @@ def _png_bytes(fig) -> bytes:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")  # keeps legends outside axes
     return buf.getvalue()
