@@ -1,9 +1,9 @@
 """Where the gate opens, per class group, on the in-context test videos of an experiment run.
 
-    python experiments/gate_by_class.py --work /tmp/integralaction-ooc
+    python experiments/gate_by_class.py --work /tmp/integralaction-ooc [--run integral_1.5_channel]
 
 For each seed of an ``experiments/out_of_context.py`` run it reads the IntegralAction (lambda
-1.5) checkpoint and the val split's cached stream features, and prints, for the classes only
+1.5) checkpoint (``--run``: the headline frame-gate run, or another stage-2 run folder) and the val split's cached stream features, and prints, for the classes only
 the scene tells apart (0, 1) and those only motion tells apart (4, 5): the mean gate over all
 channels (what docs/results.md's Table 5 analogue reports), the gate weighted by the channels
 the classifier uses to separate the scene-only pair, the size of each stream's contribution to
@@ -64,15 +64,15 @@ def gate_and_pose_norm(seed_dir: Path, g: torch.Tensor, f_p: torch.Tensor, y, ke
     )
 
 
-def probe(seed_dir: Path) -> None:
+def probe(seed_dir: Path, run: str) -> None:
     cache = val_features(seed_dir)
     f_a, f_p, y = cache["f_a"].float()[:, 0], cache["f_p"].float()[:, 0], cache["labels"]
-    net = build_from_checkpoint(load_checkpoint(seed_dir / "integral_1.5" / "last.pt")).eval()
+    net = build_from_checkpoint(load_checkpoint(seed_dir / run / "last.pt")).eval()
     scene = (y == SCENE_ONLY[0]) | (y == SCENE_ONLY[1])
     motion = (y == MOTION_ONLY[0]) | (y == MOTION_ONLY[1])
     with torch.no_grad():
         a, p = net.tcb_a(f_a), net.tcb_p(f_p)
-        g = torch.sigmoid(net.cgb(f_p))  # [N, T, C]
+        g = torch.sigmoid(net.cgb(f_p))  # [N, T, C], or [N, T, 1] for a gate per frame
         w = net.classifier.weight
         sep = (w[SCENE_ONLY[0]] - w[SCENE_ONLY[1]]).abs()
         sep = sep / sep.sum()
@@ -103,10 +103,17 @@ def probe(seed_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/integralaction-ooc"))
+    parser.add_argument(
+        "--run",
+        default="integral_1.5_frame_wu1",
+        help="stage-2 run folder in each seed (integral_1.5_channel: the official code's gate)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     for seed_dir in sorted(args.work.glob("seed*")):
-        probe(seed_dir)
+        if not (seed_dir / args.run / "last.pt").is_file():
+            raise SystemExit(f"error: {seed_dir / args.run / 'last.pt'} not found (--run?)")
+        probe(seed_dir, args.run)
 
 
 if __name__ == "__main__":
