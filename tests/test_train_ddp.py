@@ -66,6 +66,9 @@ def test_a_damaged_split_stops_every_rank_before_caching_its_features(tmp_path):
         capture_output=True, text=True, env={**os.environ, **ENV}, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "Error: train features (train): 4 of 24 samples could not be read" in proc.stderr
+    assert (
+        "Error: train features (train): 4 of 24 samples drawn from the shards could not be read"
+        in proc.stderr
+    )
     assert "Connection closed" not in proc.stderr  # no rank was left behind in a collective
     assert not list((out / "features").glob("*.pt"))

@@ -296,10 +296,14 @@ def clip_stage(
 
 
 def collate(
-    items: Sequence[dict[str, Any]], errors: list[str] | None = None, lost: int = 0
+    items: Sequence[dict[str, Any]],
+    errors: list[str] | None = None,
+    lost: int = 0,
+    read: int = 0,
 ) -> dict[str, Any]:
-    """Stack clips into a batch: tensors stacked, the rest as lists / tensors. ``errors`` and
-    ``lost``: what the reader logged since the last batch, and the samples lost with it."""
+    """Stack clips into a batch: tensors stacked, the rest as lists / tensors. ``errors``,
+    ``lost`` and ``read``: what the reader logged since the last batch, the samples lost with
+    it, and the samples it read whole meanwhile."""
     batch: dict[str, Any] = {
         "key": [it["key"] for it in items],
         "clip": torch.tensor([it["clip"] for it in items], dtype=torch.int64),
@@ -308,6 +312,7 @@ def collate(
         "has_pose": torch.tensor([it["has_pose"] for it in items], dtype=torch.bool),
         "errors": list(errors or []),
         "lost": lost,
+        "read": read,
     }
     for name in ("rgb", "pose"):
         if items and name in items[0]:

@@ -373,12 +373,13 @@ class _Run:
         bar = progress_bar(self.steps, f"epoch {epoch + 1}", "step", show)
         sums = _EpochSums(dist.device)
         errors: list[str] = []
-        lost = done = 0
+        lost = read = done = 0
         start = time.perf_counter()
         while done < self.steps:
             batch = next(batches)
             errors += batch["errors"]
             lost += batch["lost"]
+            read += batch["read"]
             if not batch["key"]:
                 continue
             meter.got_batch()
@@ -395,7 +396,7 @@ class _Run:
                 self.net, batches, cfg.run.precise_bn, self._inputs, dist.device, self.precision
             )
         del batches, loader  # ends this epoch's workers
-        return self._end_epoch(bar, done, sums, errors, epoch, start, meter, lost)
+        return self._end_epoch(bar, done, sums, errors, epoch, start, meter, lost, read)
 
     def train_epoch_cached(self, epoch: int) -> dict[str, Any]:
         """One epoch of the head on cached stream features: as many steps and clips as an
@@ -485,21 +486,23 @@ class _Run:
         start,
         meter,
         lost: int = 0,
+        read: int = 0,
     ) -> dict[str, Any]:
-        """``errors``: what the reader logged; ``lost``: the samples lost with them."""
+        """``errors``: what the reader logged; ``lost``: the samples lost with them; ``read``:
+        the samples the reader read whole over the same shard draws."""
         dist = self.dist
         bar.close()
         self.rank_steps.append(done)
         # BatchNorm statistics: rank 0's everywhere (DDP leaves each rank with its own).
         dist.broadcast_buffers(self.net)
-        totals = dist.all_reduce_sum([*sums.values(), lost])
+        totals = dist.all_reduce_sum([*sums.values(), lost, read])
         seconds = time.perf_counter() - start
         n = max(totals[4], 1)
         for e in errors[:5]:
             warnings.warn(f"epoch {epoch + 1}: skipped {e}", RuntimeWarning, stacklevel=2)
         check_read_errors(
             int(totals[6]),
-            int(totals[4]),
+            int(totals[7]),
             self.cfg.data.max_read_error_fraction,
             f"epoch {epoch + 1}",
             errors,
@@ -819,13 +822,16 @@ class _Head(nn.Module):
 
 
 def check_read_errors(failed: int, read: int, limit: float, where: str, errors: list[str]) -> None:
-    """InvalidInput when more than ``limit`` of the samples an epoch (or a feature cache) asked
-    for could not be read: training on what is left of badly damaged shards would only look like
-    a result. ``failed`` counts samples, not errors: a damaged shard loses all it had left."""
+    """InvalidInput when more than ``limit`` of the samples an epoch (or a feature cache) drew
+    from its shards could not be read: training on what is left of badly damaged shards would
+    only look like a result. ``failed`` counts samples, not errors: a damaged shard loses all it
+    had left; ``read``: the samples read whole over the same draws (a resampled stream draws a
+    shard many times an epoch, and its shuffle buffers read more than the steps use)."""
     if failed and failed / (failed + read) > limit:
         first = f"; first: {errors[0]}" if errors else ""
         raise InvalidInput(
-            f"{where}: {failed} of {failed + read} samples could not be read, more than "
+            f"{where}: {failed} of {failed + read} samples drawn from the shards could not be "
+            "read, more than "
             f"--max-read-error-fraction {limit:g} (`pipeline verify` lists the damage){first}"
         )
 

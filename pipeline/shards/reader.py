@@ -85,6 +85,10 @@ class ErrorLog:
     # Samples lost with those errors: a damaged shard loses every sample it had left, so a
     # trainer can weigh the damage against the samples it read (--max-read-error-fraction).
     lost: int = 0
+    # Samples read whole over the same shard draws: the measure ``lost`` is weighed against. A
+    # resampled training stream draws a damaged shard again and again, and its shuffle buffers
+    # read more than the steps use, so the clips trained on are not the same measure.
+    read: int = 0
     _warned: set[str] = field(default_factory=set)
 
     def add(self, what: str, exc: BaseException, lost: int = 1) -> None:
@@ -98,11 +102,13 @@ class ErrorLog:
             self._warned.add(what)
             warnings.warn(f"skipped {message}", RuntimeWarning, stacklevel=2)
 
-    def drain(self) -> tuple[list[str], int]:
-        """The errors logged since the last call, and the samples lost with them."""
+    def drain(self) -> tuple[list[str], int, int]:
+        """The errors logged since the last call, the samples lost with them, and the samples
+        read whole meanwhile."""
         out, self.pending = self.pending, []
         lost, self.lost = self.lost, 0
-        return out, lost
+        read, self.read = self.read, 0
+        return out, lost, read
 
 
 # ---------------------------------------------------------------------------------- opening
@@ -279,6 +285,7 @@ def _read_shard_set(
                 merged.update((k, v) for k, v in g.items() if not k.startswith("__"))
             count += 1
             if pending is not None:
+                log.read += 1
                 yield pending
                 yielded += 1
             try:
@@ -311,6 +318,7 @@ def _read_shard_set(
         )
         return
     if pending is not None:
+        log.read += 1
         yield pending
 
 
