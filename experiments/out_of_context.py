@@ -85,6 +85,7 @@ ORDER = ["appearance-only", "pose-only", "score average", "no gate", "feature fu
          "no L_gate", "IntegralAction", "IntegralAction, channel gate (official code)",
          "IntegralAction, BatchNorm gate (paper's text)"]  # fmt: skip
 CHANNEL_GATE = "IntegralAction, channel gate (official code)"
+GATED = ("integral", "no_gate_loss")  # the STAGE2 variants with a gate
 
 
 def stage2_tag(variant: str, lam: float, norm: str, shape: str, warmup: float) -> str:
@@ -862,9 +863,12 @@ def main() -> None:
             job = f"s{seed}/{tag}"
             # The first stage-2 run computes the seed's feature cache; the others read it.
             deps = [f"s{seed}/appearance", f"s{seed}/pose"] + ([first] if first else [])
+            # Gate options only where the variant has the gate (or L_gate) they set.
+            gate = ["--gate-norm", norm, "--gate-shape", shape] if variant in GATED else []
+            if variant == "integral":
+                gate += ["--gate-weight", str(lam), "--gate-warmup", str(warmup)]
             jobs.add(job, deps, fit, "integral", paths["in"], runs / tag, args, seed, log,
-                     "--variant", variant, "--gate-weight", str(lam), "--gate-norm", norm,
-                     "--gate-shape", shape, "--gate-warmup", str(warmup),
+                     "--variant", variant, *gate,
                      "--init-appearance", str(app), "--init-pose", str(pose))  # fmt: skip
             first = first or job
             ckpt = runs / tag / "last.pt"

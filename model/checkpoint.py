@@ -359,7 +359,8 @@ def build_integral_from_stage1(
     for cfg, what, expected in ((a_cfg, a_what, "appearance"), (p_cfg, p_what, "pose")):
         if cfg.get("variant") != expected:
             raise CheckpointError(
-                f"{what} is a {cfg.get('variant')!r} model, expected a stage-1 {expected!r} model"
+                f"{what} is a model of variant {cfg.get('variant')!r}, expected a stage-1 "
+                f"{expected!r} model"
             )
     for key in ("num_classes", "clip_len"):
         if a_cfg.get(key) != p_cfg.get(key):

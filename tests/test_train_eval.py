@@ -219,6 +219,9 @@ def test_gate_statistics_are_distributions(runs, tmp_path):
     # Accuracy on the videos a stream could decide.
     subsets = report["subsets"]
     assert subsets["pose_decides"]["n"] == 9 and subsets["scene_decides"]["n"] == 12
+    assert subsets["pose_cannot_decide"]["n"] == 3
+    # Every video's scene decides it here: the complement is still reported, empty.
+    assert subsets["scene_cannot_decide"] == {"n": 0, "fraction": 0.0, "top1": None}
     correct = [preds[k]["correct"] for k in preds if k not in hidden]
     assert subsets["pose_decides"]["top1"] == pytest.approx(100 * np.mean(correct), abs=1e-3)
     assert (tmp_path / "gate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -353,7 +353,10 @@ def test_resume_keeps_the_runs_settings_and_refuses_other_ones(runs, tmp_path):
     base = ("fit", "--stage", "pose", "--data", runs["data"], "--out", run, "--resume")
     changed = train_cli(*base, "--lr", "0.5", "--pose-depth", "34", ok=False)
     line = one_line_error(changed)
-    assert "--pose-depth 34 (the run: 18), --lr 0.5 (the run: unset)" in line
+    assert "--pose-depth 34 (the run: 18), --lr 0.5 (the run: 0.01, from its schedule)" in line
+    # Its schedule's own values given explicitly are the run's, not a change.
+    same = train_cli(*base, "--lr", "0.01", "--schedule", "kinetics", "--workers", "0")
+    assert f"the run in {run} has trained all its 1 epochs" in same.output
     # Only where and how, or the run's own values (--pose-clip-len 4 alone would not fit the
     # default --clip-len 8, the run's 2 it does): the run's settings (1 epoch, TINY clips).
     done = train_cli(
@@ -448,6 +451,17 @@ def test_pose_input_options_are_recorded_and_inherited(runs, tmp_path):
     assert ckpt["state_dict"]["cgb.conv.weight"].shape[0] == 1
     saved = __import__("json").loads((tmp_path / "int" / "config.json").read_text())
     assert saved["optim"]["gate_warmup"] == 0.5
+    # The depths built are the stage-1 checkpoints' (ResNet-18), not the defaults (50, 18).
+    assert (saved["model"]["appearance_depth"], saved["model"]["pose_depth"]) == (18, 18)
+    bad = train_cli(*stage2, "--out", tmp_path / "d", "--appearance-depth", "50", ok=False)
+    assert bad.exit_code == 1 and "--appearance-depth 50 differs from the stage-1" in bad.output
+    # A gate option on a variant without that gate does nothing: said, not silently taken.
+    with pytest.warns(UserWarning, match="--gate-shape frame has no effect on variant no_gate"):
+        train_cli(*stage2, "--out", tmp_path / "ng", "--variant", "no_gate", "--gate-shape",
+                  "frame")  # fmt: skip
+    with pytest.warns(UserWarning, match="--gate-warmup 0.5 has no effect on variant no_gate_loss"):
+        train_cli(*stage2, "--out", tmp_path / "nl", "--variant", "no_gate_loss", "--gate-warmup",
+                  "0.5", "--gate-shape", "frame")  # fmt: skip
     bad = train_cli(*stage2, "--out", tmp_path / "w", "--gate-warmup", "2", ok=False)
     assert bad.exit_code == 1 and "--gate-warmup is a fraction of the epochs" in bad.output
     # The pose input it sees in evaluation is the one it was trained with.

@@ -241,7 +241,8 @@ def main() -> None:
 @click.option(
     "--val-every",
     type=int,
-    help="Validate every N epochs (0: never); always after the last." + shown("run", "val_every"),
+    help="Validate every N epochs and after the last (0: never, and no best.pt)."
+    + shown("run", "val_every"),
 )
 @click.option(
     "--precise-bn",

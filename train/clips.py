@@ -65,8 +65,8 @@ def check_strides(specs: dict[str, ClipSpec], frame_stride: int) -> None:
         if spec.stride % frame_stride:
             raise StrideError(
                 f"{name} stride {spec.stride} is not a multiple of the dataset's frame stride "
-                f"{frame_stride} (strides count source frames; the build kept every "
-                f"{frame_stride}th)"
+                f"{frame_stride} (strides count source frames; the build kept one source "
+                f"frame in {frame_stride})"
             )
 
 

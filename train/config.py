@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from model import DEFAULT_GATE_NORM, DEFAULT_GATE_SHAPE, GATE_NORMS, GATE_SHAPES, STAGE2_VARIANTS
+from model import (
+    DEFAULT_GATE_NORM,
+    DEFAULT_GATE_SHAPE,
+    GATE_NORMS,
+    GATE_SHAPES,
+    GATED_VARIANTS,
+    STAGE2_VARIANTS,
+)
 from model.resnet import RESNET_SPECS
 from pipeline.errors import InvalidInput
 
@@ -360,6 +367,35 @@ def build_fit_config(
     return cfg
 
 
+def unused_gate_options(cfg: FitConfig) -> list[str]:
+    """One line per gate setting the command or YAML gave, away from its default, that the
+    variant does not use: a gate option on a model without a gate, or an L_gate option on one
+    without L_gate. Warned, not refused, so that one command line can sweep the variants."""
+    given = cfg.given or set()
+    gated = cfg.variant in GATED_VARIANTS
+    with_loss = gated and cfg.variant != "no_gate_loss"
+    defaults = FitConfig(stage=cfg.stage)
+    lines = []
+    for section, name, used in (
+        ("model", "gate_shape", gated),
+        ("model", "gate_norm", gated),
+        ("model", "gate_weight", with_loss),
+        ("optim", "gate_warmup", with_loss),
+    ):
+        value = getattr(getattr(cfg, section), name)
+        if (
+            used
+            or (section, name) not in given
+            or value == getattr(getattr(defaults, section), name)
+        ):
+            continue
+        lacks = "no gate" if not gated else "no L_gate"
+        lines.append(
+            f"--{name.replace('_', '-')} {value} has no effect on variant {cfg.variant} ({lacks})"
+        )
+    return lines
+
+
 def validate(cfg: FitConfig, resumed: bool = False) -> None:
     """Checks that need no data: variant vs stage, option ranges. ``resumed``: the settings of
     a run that already trained, which stay loadable under checks added since."""
@@ -497,12 +533,14 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
             if f.name not in theirs or (section, f.name) in RESUME_FROM_COMMAND:
                 continue
             mine, run = getattr(ours, f.name), theirs[f.name]
+            derived = _derived(section, f.name, saved, cfg.stage) if run is None else None
+            if derived is not None and mine == derived:
+                continue  # the value the run derived (e.g. its schedule's lr), given explicitly
             if (section, f.name) not in given or mine == run:
                 setattr(ours, f.name, run)  # free ones too: --precision fp32 stays fp32
             elif (section, f.name) not in RESUME_FREE:
-                changed.append(
-                    f"--{f.name.replace('_', '-')} {_shown(mine)} (the run: {_shown(run)})"
-                )
+                was = _shown(run) if derived is None else f"{_shown(derived)}, from its schedule"
+                changed.append(f"--{f.name.replace('_', '-')} {_shown(mine)} (the run: {was})")
     if changed:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise ConfigError(
@@ -511,6 +549,21 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
         )
     validate(merged, resumed=True)
     return merged
+
+
+def _derived(section: str, name: str, saved: dict[str, Any], stage: str) -> Any:
+    """The value a run used for a schedule setting it left unset (``--lr`` from its schedule,
+    the schedule's name from the stage), or None where nothing is derived."""
+    if section != "optim" or name not in ("schedule", "lr", "epochs", "lr_steps"):
+        return None
+    known = {f.name for f in dataclasses.fields(OptimConfig)}
+    optim = OptimConfig(**{k: v for k, v in (saved.get("optim") or {}).items() if k in known})
+    if name == "schedule":
+        return optim.schedule or DEFAULT_SCHEDULE[stage]
+    schedule = optim.resolve(stage)
+    return {"lr": schedule.lr, "epochs": schedule.epochs, "lr_steps": list(schedule.milestones)}[
+        name
+    ]
 
 
 def _set_fields(cfg: FitConfig) -> set[tuple[str, str]]:

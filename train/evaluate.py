@@ -384,18 +384,24 @@ def _subset_accuracy(
     keys = sorted(k for k in videos if k in video_info)
     correct = {k: int(np.argmax(videos[k].probs)) == videos[k].label for k in keys}
     groups: dict[str, list[str]] = {}
+
+    def add(pair: tuple[str, str], first: bool, key: str) -> None:
+        # Both sides of a split are always reported, an empty one with n = 0 and top1 None.
+        for name in pair:
+            groups.setdefault(name, [])
+        groups[pair[0] if first else pair[1]].append(key)
+
     for k in keys:
         info = video_info[k]
         for stream, decides in (info.get("decided_by") or {}).items():
-            groups.setdefault(f"{stream}_decides", []).append(k) if decides else None
-            groups.setdefault(f"{stream}_cannot_decide", []).append(k) if not decides else None
+            add((f"{stream}_decides", f"{stream}_cannot_decide"), decides, k)
         if "hidden" in info:
-            groups.setdefault("hidden" if info["hidden"] else "visible", []).append(k)
+            add(("hidden", "visible"), info["hidden"], k)
     return {
         name: {
             "n": len(ks),
             "fraction": round(len(ks) / max(len(keys), 1), 6),
-            "top1": _percent(np.mean([correct[k] for k in ks])) if ks else 0.0,
+            "top1": _percent(np.mean([correct[k] for k in ks])) if ks else None,
         }
         for name, ks in sorted(groups.items())
     }
@@ -667,7 +673,8 @@ def print_report(report: dict[str, Any], console=None, max_classes: int = 20) ->
                 f"{d['mean']:.3f} ± {d['sd']:.3f} [{d['p10']:.2f} {d['p50']:.2f} {d['p90']:.2f}]",
             )
     for name, sub in (report.get("subsets") or {}).items():
-        head.add_row(f"top-1 %, {name.replace('_', ' ')} ({sub['n']})", f"{sub['top1']:.2f}")
+        if sub["n"]:
+            head.add_row(f"top-1 %, {name.replace('_', ' ')} ({sub['n']})", f"{sub['top1']:.2f}")
     console.print(head)
     per_class = report.get("per_class", {})
     if per_class:

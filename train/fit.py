@@ -43,6 +43,7 @@ from .config import (
     FitConfig,
     config_to_dict,
     resume_config,
+    unused_gate_options,
     validate,
 )
 from .data import (
@@ -165,6 +166,20 @@ def _check_clip_overrides(cfg: FitConfig, stage1: dict[str, Any]) -> None:
             )
 
 
+def _take_stage1_depths(cfg: FitConfig, stage1: dict[str, Any]) -> None:
+    """Stage 2 on stage-1 checkpoints: their ResNet depths, refusing a depth given otherwise,
+    and recorded in ``cfg`` so that config.json says what was built (not the defaults)."""
+    given = cfg.given or set()
+    for name in ("appearance_depth", "pose_depth"):
+        value = getattr(cfg.model, name)
+        if ("model", name) in given and value != stage1[name]:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {value} differs from the stage-1 checkpoints' "
+                f"{stage1[name]}: the frozen streams are ResNet-{stage1[name]}"
+            )
+        setattr(cfg.model, name, stage1[name])
+
+
 def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, Any]:
     """(model, data contract, resolved clip config) for a fresh run of ``cfg``."""
     info = data.info
@@ -179,6 +194,7 @@ def build_model(cfg: FitConfig, data: Split) -> tuple[models.ActionModel, dict, 
         )
         stage1 = dict(net.contract)
         _check_clip_overrides(cfg, stage1)
+        _take_stage1_depths(cfg, net.config)
         contracts.check_dataset(stage1, info, variant, what="stage-1 checkpoints")
         clip = cfg.clips.resolved(_clip_defaults(stage1))
         contract = {**stage1, "frame_stride": info.frame_stride, "pose_input": clip.pose_input}
@@ -249,6 +265,9 @@ class _Run:
                 )
         elif cfg.run.resume:
             validate(cfg)  # --resume without a run yet: a fresh start, checked as one
+        if resume is None:
+            for option in unused_gate_options(cfg):
+                warnings.warn(option, stacklevel=2)
         self.schedule = cfg.optim.resolve(cfg.stage)
         self.precision = resolve_precision(cfg.run.precision, dist.device)
         self.train_data = open_split(cfg.data.data, cfg.data.split)
