@@ -517,7 +517,8 @@ class _Run:
         totals = dist.all_reduce_sum([*sums.values(), lost, read])
         seconds = time.perf_counter() - start
         n = max(totals[4], 1)
-        for e in errors[:5]:
+        # Resampling meets a damaged shard many times an epoch: each one said once.
+        for e in list(dict.fromkeys(errors))[:5]:
             warnings.warn(f"epoch {epoch + 1}: skipped {e}", RuntimeWarning, stacklevel=2)
         check_read_errors(
             int(totals[6]),
@@ -757,10 +758,14 @@ class _Run:
             f"{'' if self.val_data is None else f'; {self.val_data.name}: {len(self.val_data.index)}'}"
             f"] {' + '.join(x for x in (rgb, pose) if x)} at {self.recipe.input_size}px | "
             f"{self.dist.world_size} x {self.batch_size} clips/step, {self.steps} steps/epoch, "
-            f"epochs {self.start_epoch + 1}-{self.schedule.epochs}, lr {self.schedule.lr:g} "
+            f"{self._epochs_left()}, lr {self.schedule.lr:g} "
             f"x{self.schedule.gamma:g} at {list(self.schedule.milestones)} | "
             f"{self.dist.device} {self.precision}",
         )
+
+    def _epochs_left(self) -> str:
+        first, last = self.start_epoch + 1, self.schedule.epochs
+        return f"epochs {first}-{last}" if first <= last else f"all {last} epochs done"
 
     def _epoch_line(self, row: dict[str, Any]) -> None:
         val = (
