@@ -582,7 +582,7 @@ def test_stage2_refuses_disagreeing_contracts(stage1, tmp_path, change, match):
 
 def test_stage2_refuses_wrong_stage_and_missing_fields(stage1, tmp_path):
     d, _, pose = stage1
-    with pytest.raises(ValueError, match="is a 'pose' model"):
+    with pytest.raises(ValueError, match="is a model of variant 'pose'"):
         model.build_integral_from_stage1(d / "p.pt", d / "p.pt")
     lacking = tmp_path / "p_lacking.pt"
     c = contract()
