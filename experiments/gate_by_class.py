@@ -3,7 +3,8 @@
     python experiments/gate_by_class.py --work /tmp/integralaction-ooc [--run integral_1.5_channel]
 
 For each seed of an ``experiments/out_of_context.py`` run it reads the IntegralAction (lambda
-1.5) checkpoint (``--run``: the headline frame-gate run, or another stage-2 run folder) and the val split's cached stream features, and prints, for the classes only
+1.5) checkpoint (``--run``: the headline frame-gate run, or another stage-2 run folder) and the
+val split's cached stream features, and prints, for the classes only
 the scene tells apart (0, 1) and those only motion tells apart (4, 5): the mean gate over all
 channels (what docs/results.md's Table 5 analogue reports), the gate weighted by the channels
 the classifier uses to separate the scene-only pair, the size of each stream's contribution to

@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from model import GATE_LOSS_VARIANTS, GATED_VARIANTS
+
 BIN = Path(sys.executable).parent
 
 # Dataset analogue (see module docstring). Classes 0 and 1 share a motion ("waving hand") and
@@ -85,12 +87,13 @@ ORDER = ["appearance-only", "pose-only", "score average", "no gate", "feature fu
          "no L_gate", "IntegralAction", "IntegralAction, channel gate (official code)",
          "IntegralAction, BatchNorm gate (paper's text)"]  # fmt: skip
 CHANNEL_GATE = "IntegralAction, channel gate (official code)"
-GATED = ("integral", "no_gate_loss")  # the STAGE2 variants with a gate
 
 
 def stage2_tag(variant: str, lam: float, norm: str, shape: str, warmup: float) -> str:
-    """The run folder's name: every setting that differs between the STAGE2 rows."""
-    tag = f"{variant}_{lam:g}_{shape}" + ("_bn" if norm == "batchnorm" else "")
+    """The run folder's name: every setting that differs between the STAGE2 rows (the gate's
+    shape only where there is a gate)."""
+    tag = f"{variant}_{lam:g}" + (f"_{shape}" if variant in GATED_VARIANTS else "")
+    tag += "_bn" if norm == "batchnorm" else ""
     return tag + (f"_wu{warmup:g}" if warmup else "")
 
 
@@ -864,8 +867,8 @@ def main() -> None:
             # The first stage-2 run computes the seed's feature cache; the others read it.
             deps = [f"s{seed}/appearance", f"s{seed}/pose"] + ([first] if first else [])
             # Gate options only where the variant has the gate (or L_gate) they set.
-            gate = ["--gate-norm", norm, "--gate-shape", shape] if variant in GATED else []
-            if variant == "integral":
+            gate = ["--gate-norm", norm, "--gate-shape", shape] if variant in GATED_VARIANTS else []
+            if variant in GATE_LOSS_VARIANTS:
                 gate += ["--gate-weight", str(lam), "--gate-warmup", str(warmup)]
             jobs.add(job, deps, fit, "integral", paths["in"], runs / tag, args, seed, log,
                      "--variant", variant, *gate,

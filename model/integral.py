@@ -46,6 +46,7 @@ __all__ = [
     "STAGE1_VARIANTS",
     "STAGE2_VARIANTS",
     "GATED_VARIANTS",
+    "GATE_LOSS_VARIANTS",
     "INTEGRATION_CHANNELS",
     "DEFAULT_GATE_WEIGHT",
     "GATE_NORMS",
@@ -81,6 +82,7 @@ STAGE1_VARIANTS: tuple[str, ...] = ("appearance", "pose")
 STAGE2_VARIANTS: tuple[str, ...] = tuple(v for v in VARIANTS if v not in STAGE1_VARIANTS)
 # Variants whose output carries a gate; all but no_gate_loss train it with L_gate.
 GATED_VARIANTS: tuple[str, ...] = ("integral", "appearance_gate", "both_gate", "no_gate_loss")
+GATE_LOSS_VARIANTS: tuple[str, ...] = tuple(v for v in GATED_VARIANTS if v != "no_gate_loss")
 # What drives the gate (section 3.3 for pose; the ablation for the others).
 _GATE_SOURCE = {
     "integral": "pose",
@@ -328,7 +330,7 @@ class IntegralModel(ActionModel):
         self.tcb_p = TemporalConvBlock(pose.out_channels, c)
         self.gate_source = _GATE_SOURCE.get(variant)
         self.has_gate = self.gate_source is not None
-        self.uses_gate_loss = self.has_gate and variant != "no_gate_loss"
+        self.uses_gate_loss = variant in GATE_LOSS_VARIANTS
         if self.gate_source is not None:
             gate_in = {
                 "pose": pose.out_channels,

@@ -37,6 +37,7 @@ import yaml
 from model import (
     DEFAULT_GATE_NORM,
     DEFAULT_GATE_SHAPE,
+    GATE_LOSS_VARIANTS,
     GATE_NORMS,
     GATE_SHAPES,
     GATED_VARIANTS,
@@ -373,7 +374,7 @@ def unused_gate_options(cfg: FitConfig) -> list[str]:
     without L_gate. Warned, not refused, so that one command line can sweep the variants."""
     given = cfg.given or set()
     gated = cfg.variant in GATED_VARIANTS
-    with_loss = gated and cfg.variant != "no_gate_loss"
+    with_loss = cfg.variant in GATE_LOSS_VARIANTS
     defaults = FitConfig(stage=cfg.stage)
     lines = []
     for section, name, used in (

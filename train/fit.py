@@ -156,13 +156,18 @@ def _clip_defaults(contract: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _differs_from_stage1(name: str, given: Any, value: Any, why: str) -> ConfigError:
+    return ConfigError(
+        f"--{name.replace('_', '-')} {given} differs from the stage-1 checkpoints' {value}: {why}"
+    )
+
+
 def _check_clip_overrides(cfg: FitConfig, stage1: dict[str, Any]) -> None:
     for name, value in _clip_defaults(stage1).items():
         given = getattr(cfg.clips, name)
         if given is not None and given != value:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} {given} differs from the stage-1 checkpoints' "
-                f"{value}: the frozen streams were trained with {value}"
+            raise _differs_from_stage1(
+                name, given, value, f"the frozen streams were trained with {value}"
             )
 
 
@@ -173,9 +178,8 @@ def _take_stage1_depths(cfg: FitConfig, stage1: dict[str, Any]) -> None:
     for name in ("appearance_depth", "pose_depth"):
         value = getattr(cfg.model, name)
         if ("model", name) in given and value != stage1[name]:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} {value} differs from the stage-1 checkpoints' "
-                f"{stage1[name]}: the frozen streams are ResNet-{stage1[name]}"
+            raise _differs_from_stage1(
+                name, value, stage1[name], f"the frozen streams are ResNet-{stage1[name]}"
             )
         setattr(cfg.model, name, stage1[name])
 
