@@ -1,6 +1,6 @@
 """Where the gate opens, per class group, on the in-context test videos of an experiment run.
 
-    python experiments/gate_by_class.py --work /tmp/integralaction-ooc [--run integral_1.5_channel]
+    python experiments/gate_by_class.py --work /tmp/integralaction-ooc [--run integral_1.5_frame_wu1]
 
 For each seed of an ``experiments/out_of_context.py`` run it reads the IntegralAction (lambda
 1.5) checkpoint (``--run``: the headline frame-gate run, or another stage-2 run folder) and the
@@ -27,11 +27,15 @@ from pathlib import Path
 import torch
 
 # The script's folder is on sys.path: the experiment's own class groups, not a copy.
+from out_of_context import CLASSIFIER_DECAY_STAGE2, stage2_tag
 from out_of_context import MOTION_ONLY_CLASSES as MOTION_ONLY
 from out_of_context import SCENE_ONLY_CLASSES as SCENE_ONLY
 
 from model import build_from_checkpoint, load_checkpoint
 from model.integral import frame_average_log_probs
+
+HEADLINE_RUN = stage2_tag("integral", 1.5, "none", "frame", 1.0, CLASSIFIER_DECAY_STAGE2)
+CHANNEL_RUN = stage2_tag("integral", 1.5, "none", "channel", 0.0, CLASSIFIER_DECAY_STAGE2)
 
 
 def val_features(seed_dir: Path) -> dict:
@@ -106,8 +110,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/integralaction-ooc"))
     parser.add_argument(
         "--run",
-        default="integral_1.5_frame_wu1",
-        help="stage-2 run folder in each seed (integral_1.5_channel: the official code's gate)",
+        default=HEADLINE_RUN,
+        help=f"stage-2 run folder in each seed (default {HEADLINE_RUN}, the headline; "
+        f"{CHANNEL_RUN}: the official code's gate)",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)

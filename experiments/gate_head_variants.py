@@ -6,9 +6,11 @@
 For each seed of an ``experiments/out_of_context.py`` run, this script trains the IntegralAction
 (lambda 1.5) head with the official code's gate, one per channel, again (TCBs, gate, classifier;
 the streams stay frozen) on the run's cached training views. It uses that run's own stage-2
-settings, read from ``seed<N>/integral_1.5_channel/config.json`` (epochs, lr, batch, weight
-decay, lambda, seed), and changes one thing per variant, or several joined by ``+``
-(``scalar+warmup=1``: at most one of them changes the head's layers):
+settings, read from ``seed<N>/<run>/config.json`` (epochs, lr, batch, weight decays, lambda,
+seed; ``--run``, by default ``integral_1.5_channel_cwd0.03``, the channel-gate run with the
+classifier's own weight decay; ``integral_1.5_channel`` in runs made before it), and changes one
+thing per variant, or several joined by ``+`` (``scalar+warmup=1``: at most one of them changes
+the head's layers):
 
 - ``raw``: nothing. Its rows should match the run's own ``train eval`` reports, printed as ``run``.
 - ``scalar``: one gate value per frame for all channels instead of one per channel
@@ -58,6 +60,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from out_of_context import CLASSIFIER_DECAY_STAGE2, stage2_tag
 from out_of_context import MOTION_ONLY_CLASSES as MOTION_ONLY
 from out_of_context import SCENE_ONLY_CLASSES as SCENE_ONLY
 from torch import Tensor, nn
@@ -86,7 +89,10 @@ VALUE_VARIANTS = (
 )
 # Variants that change the head's layers; one per combination.
 LAYER_VARIANTS = ("scalar", "centered", "direction", "dropout-classifier", "dropout-appearance")
-RUN_DIR = "integral_1.5_channel"  # the stage-2 run whose settings and reports are reproduced
+# The stage-2 run whose settings and reports are reproduced by default: the official code's gate,
+# one per channel (--run picks another, e.g. integral_1.5_channel from runs made before the
+# classifier had its own weight decay).
+RUN_DIR = stage2_tag("integral", 1.5, "none", "channel", 0.0, CLASSIFIER_DECAY_STAGE2)
 
 
 def load_features(folder: Path, views: int | None = None) -> FeatureSet:
@@ -196,7 +202,7 @@ def train_head(net: nn.Module, feats: FeatureSet, settings: dict) -> None:
     """Stage 2 on cached views, as ``train fit --cache-features`` runs it (stage2 schedule)."""
     o, seed, full_lam = settings["optim"], settings["run"]["seed"], settings["model"]["gate_weight"]
     decay = {id(p): o["weight_decay"] for p in net.parameters()}
-    if "classifier_weight_decay" in o:
+    if o.get("classifier_weight_decay") is not None:
         decay.update({id(p): o["classifier_weight_decay"] for p in net.classifier.parameters()})
     groups: dict[float, list] = {}
     for p in net.parameters():
@@ -300,10 +306,10 @@ def reading(in_ctx: dict, out_ctx: dict, hidden: dict[str, bool], classes: int) 
     )
 
 
-def run_report(seed_dir: Path, part: str) -> tuple[dict, dict[str, bool]]:
+def run_report(seed_dir: Path, run: str, part: str) -> tuple[dict, dict[str, bool]]:
     """The run's own ``train eval`` report: (predicted, gate, label) per video, and which
     videos hide their person (``--video-info``, from the synth metadata)."""
-    report = json.loads((seed_dir / f"eval_{RUN_DIR}_{part}.json").read_text())
+    report = json.loads((seed_dir / f"eval_{run}_{part}.json").read_text())
     names = report["confusion"]["classes"]
     result = {
         k: (names.index(p["pred"]), p["gate"], names.index(p["label"]))
@@ -319,19 +325,24 @@ def main() -> None:
     parser.add_argument(
         "--pulls", action="store_true", help="also print each loss's pull on the trained gate"
     )
+    parser.add_argument(
+        "--run", default=RUN_DIR, help=f"stage-2 run folder to reproduce (default {RUN_DIR})"
+    )
     parser.add_argument("variants", nargs="+", help="raw, wd=X, centered=EPS, direction=C, ...")
     args = parser.parse_args()
     variants = [(text, parse_combination(text)) for text in args.variants]
     for seed in args.seeds:
         seed_dir = args.work / f"seed{seed}"
-        config = seed_dir / RUN_DIR / "config.json"
+        config = seed_dir / args.run / "config.json"
         if not config.is_file():
             raise SystemExit(f"error: {config} not found: is --work an out_of_context.py run?")
         settings = json.loads(config.read_text())
         train_views = load_features(seed_dir / "features", settings["run"]["cache_features"])
         test = {p: load_features(seed_dir / f"eval_features_{p}") for p in ("in", "out")}
         classes = int(train_views.labels.max()) + 1
-        (ours_in, hidden), (ours_out, hidden_out) = (run_report(seed_dir, p) for p in ("in", "out"))
+        (ours_in, hidden), (ours_out, hidden_out) = (
+            run_report(seed_dir, args.run, p) for p in ("in", "out")
+        )
         hidden.update(hidden_out)
         print(f"seed {seed} {'run':>22}: {reading(ours_in, ours_out, hidden, classes)}", flush=True)
         for text, parts in variants:

@@ -71,30 +71,41 @@ MODEL = [
 
 # The headline rows use one gate per frame with L_gate ramped in over stage 2, chosen on the
 # tuning data (TUNING_NOTES); the paper's text and its official code gate each channel, and
-# those rows are kept beside it. None in the gate-shape slot: the --gate-shape argument.
+# those rows are kept beside it. None in the gate-shape slot: the --gate-shape argument. Every
+# stage-2 run gives its classifier the weight decay --classifier-weight-decay-stage2 (also chosen
+# on the tuning data), except the row that keeps the paper's single weight decay for comparison.
 STAGE2 = [
-    # (model name, variant, lambda, gate norm, gate shape, L_gate warm-up)
-    ("no gate", "no_gate", 0.0, "none", None, False),
-    ("feature fuse", "feature_fuse", 0.0, "none", None, False),
-    ("no L_gate", "no_gate_loss", 0.0, "none", None, False),
-    ("IntegralAction", "integral", 1.5, "none", None, True),
-    ("IntegralAction", "integral", 5.0, "none", None, True),
-    ("IntegralAction, channel gate (official code)", "integral", 1.5, "none", "channel", False),
+    # (model name, variant, lambda, gate norm, gate shape, L_gate warm-up, classifier decay)
+    ("no gate", "no_gate", 0.0, "none", None, False, True),
+    ("feature fuse", "feature_fuse", 0.0, "none", None, False, True),
+    ("no L_gate", "no_gate_loss", 0.0, "none", None, False, True),
+    ("IntegralAction", "integral", 1.5, "none", None, True, True),
+    ("IntegralAction", "integral", 5.0, "none", None, True, True),
+    (PAPER_DECAY := "IntegralAction, paper's weight decay on the classifier", "integral", 1.5,
+     "none", None, True, False),
+    ("IntegralAction, channel gate (official code)", "integral", 1.5, "none", "channel", False,
+     True),
     ("IntegralAction, BatchNorm gate (paper's text)", "integral", 1.5, "batchnorm", "channel",
-     False),
+     False, True),
 ]  # fmt: skip
 ORDER = ["appearance-only", "pose-only", "score average", "no gate", "feature fuse",
-         "no L_gate", "IntegralAction", "IntegralAction, channel gate (official code)",
+         "no L_gate", "IntegralAction", PAPER_DECAY,
+         "IntegralAction, channel gate (official code)",
          "IntegralAction, BatchNorm gate (paper's text)"]  # fmt: skip
 CHANNEL_GATE = "IntegralAction, channel gate (official code)"
+# The stage-2 classifier's own weight decay (--classifier-weight-decay-stage2's default).
+CLASSIFIER_DECAY_STAGE2 = 0.03
 
 
-def stage2_tag(variant: str, lam: float, norm: str, shape: str, warmup: float) -> str:
+def stage2_tag(
+    variant: str, lam: float, norm: str, shape: str, warmup: float, classifier_decay: float | None
+) -> str:
     """The run folder's name: every setting that differs between the STAGE2 rows (the gate's
-    shape only where there is a gate)."""
+    shape only where there is a gate; the classifier's weight decay where it has its own)."""
     tag = f"{variant}_{lam:g}" + (f"_{shape}" if variant in GATED_VARIANTS else "")
     tag += "_bn" if norm == "batchnorm" else ""
-    return tag + (f"_wu{warmup:g}" if warmup else "")
+    tag += f"_wu{warmup:g}" if warmup else ""
+    return tag + (f"_cwd{classifier_decay:g}" if classifier_decay is not None else "")
 
 
 def run(tool: str, *args: str, log: Path) -> None:
@@ -568,6 +579,7 @@ def markdown(records: list[dict], meta: dict) -> str:
             lines.append(f"| {key[0]} | {lam(key)} | " + " | ".join(cells) + " |")
 
     for model, key in (("IntegralAction", "table5_by_seed"),
+                       (PAPER_DECAY, "table5_by_seed_paper_decay"),
                        (CHANNEL_GATE, "table5_by_seed_channel")):  # fmt: skip
         if not meta.get(key):
             continue
@@ -702,6 +714,14 @@ own out-of-context set), never on the test sets of this page.
   (`experiments/gate_head_variants.py`: centred input, direction and presence inputs, head
   weight decay, dropout) did not meet the target in every tuning seed, or lost 2-10 points out
   of context (docs/model.md, "Tried: head-only variants of the gate").
+- Stage-2 classifier weight decay 3e-2 (`--classifier-weight-decay`, every stage-2 row but
+  the one that keeps the paper's 1e-4 beside the headline): chosen after the frame gate missed
+  the Table 5 target in one seed of the final data, on the tuning data only, by a rule fixed
+  beforehand (the largest worst-seed Table 5 reading among settings within 1 point of the frame
+  gate's top-1). Head-only over tuning seeds 0-11, the worst seed's reading rose from +0.083 to
+  +0.117 with top-1 93.0 / 73.8 against 93.9 / 74.0, and the motion-only classes' gates stayed
+  at 0.01 or below; a decay on the whole head, longer training, a constant-lambda tail and
+  label smoothing did less (docs/model.md, "Measured: the classifier's weight decay").
 - With the channel gate, stage-2 length, rate, lambda and the classification loss do not change
   which classes get the wider gate: a gate trained by L_gate alone, with no gradient from the
   classification loss, ends within 0.01 of the default in every class and tuning seed, and a
@@ -822,6 +842,15 @@ def main() -> None:
     parser.add_argument(
         "--gate-warmup", type=float, default=1.0, help="headline rows' L_gate warm-up fraction"
     )
+    # The classifier's own weight decay in stage 2: it limits how far the classifier can scale
+    # up what a narrow gate lets through. Chosen on the tuning data (docs/model.md, "Measured:
+    # the classifier's weight decay"); None gives the paper's single weight decay to every run.
+    parser.add_argument(
+        "--classifier-weight-decay-stage2",
+        type=float,
+        default=CLASSIFIER_DECAY_STAGE2,
+        help="stage-2 classifier weight decay (every run but the paper's-decay row)",
+    )
     parser.add_argument("--views", type=int, default=4, help="cached views per training video")
     parser.add_argument("--clips", type=int, default=3, help="test clips per video")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one core each)")
@@ -859,10 +888,11 @@ def main() -> None:
                   ("score average", None, [app, pose], [f"s{seed}/appearance", f"s{seed}/pose"],
                    None)]  # fmt: skip
         first = None
-        for name, variant, lam, norm, shape, ramp in STAGE2:
+        for name, variant, lam, norm, shape, ramp, own_decay in STAGE2:
             shape = shape or args.gate_shape
             warmup = args.gate_warmup if ramp else 0.0
-            tag = stage2_tag(variant, lam, norm, shape, warmup)
+            decay = args.classifier_weight_decay_stage2 if own_decay else None
+            tag = stage2_tag(variant, lam, norm, shape, warmup, decay)
             job = f"s{seed}/{tag}"
             # The first stage-2 run computes the seed's feature cache; the others read it.
             deps = [f"s{seed}/appearance", f"s{seed}/pose"] + ([first] if first else [])
@@ -870,6 +900,8 @@ def main() -> None:
             gate = ["--gate-norm", norm, "--gate-shape", shape] if variant in GATED_VARIANTS else []
             if variant in GATE_LOSS_VARIANTS:
                 gate += ["--gate-weight", str(lam), "--gate-warmup", str(warmup)]
+            if decay is not None:
+                gate += ["--classifier-weight-decay", str(decay)]
             jobs.add(job, deps, fit, "integral", paths["in"], runs / tag, args, seed, log,
                      "--variant", variant, *gate,
                      "--init-appearance", str(app), "--init-pose", str(pose))  # fmt: skip
@@ -966,7 +998,10 @@ def main() -> None:
             f"stage2 schedule shape (x0.1 at 50 % and 75 %) over {args.epochs_stage2} epochs "
             f"at lr {args.lr_stage2}, trained on {args.views} cached augmented views per video "
             f"(--cache-features {args.views}); batch 8, SGD momentum 0.9, weight decay 1e-4 "
-            f"except where given; "
+            f"except where given; stage-2 classifier weight decay "
+            f"{args.classifier_weight_decay_stage2:g} (--classifier-weight-decay) except in the "
+            f"row that keeps the paper's (docs/model.md, 'Measured: the classifier's weight "
+            f"decay'); "
             f"{args.clips} test clips per video; every model is its run's last epoch (no "
             f"selection on the test sets)."
         ),
@@ -976,6 +1011,7 @@ def main() -> None:
     meta["targets"] = check_targets(records, classes)
     meta["hidden_gate"] = pooled_hidden_gate(records)
     meta["table5_by_seed"] = table5_by_seed(records, classes)
+    meta["table5_by_seed_paper_decay"] = table5_by_seed(records, classes, PAPER_DECAY)
     meta["table5_by_seed_channel"] = table5_by_seed(records, classes, CHANNEL_GATE)
     text = markdown(records, meta)
     print(text)

@@ -442,7 +442,8 @@ def test_pose_input_options_are_recorded_and_inherited(runs, tmp_path):
         "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress",
     )  # fmt: skip
     train_cli(*stage2, "--out", tmp_path / "int", "--gate-norm", "batchnorm",
-              "--gate-shape", "frame", "--gate-warmup", "0.5")  # fmt: skip
+              "--gate-shape", "frame", "--gate-warmup", "0.5",
+              "--classifier-weight-decay", "0.03")  # fmt: skip
     ckpt = models.load_checkpoint(tmp_path / "int" / "last.pt")
     assert ckpt["contract"]["pose_crop"] == "person" and ckpt["contract"]["pose_size"] == 12
     assert ckpt["model_config"]["gate_norm"] == "batchnorm"
@@ -451,6 +452,7 @@ def test_pose_input_options_are_recorded_and_inherited(runs, tmp_path):
     assert ckpt["state_dict"]["cgb.conv.weight"].shape[0] == 1
     saved = __import__("json").loads((tmp_path / "int" / "config.json").read_text())
     assert saved["optim"]["gate_warmup"] == 0.5
+    assert saved["optim"]["classifier_weight_decay"] == 0.03
     # The depths built are the stage-1 checkpoints' (ResNet-18), not the defaults (50, 18).
     assert (saved["model"]["appearance_depth"], saved["model"]["pose_depth"]) == (18, 18)
     bad = train_cli(*stage2, "--out", tmp_path / "d", "--appearance-depth", "50", ok=False)
@@ -464,6 +466,8 @@ def test_pose_input_options_are_recorded_and_inherited(runs, tmp_path):
                   "0.5", "--gate-shape", "frame")  # fmt: skip
     bad = train_cli(*stage2, "--out", tmp_path / "w", "--gate-warmup", "2", ok=False)
     assert bad.exit_code == 1 and "--gate-warmup is a fraction of the epochs" in bad.output
+    bad = train_cli(*stage2, "--out", tmp_path / "w", "--classifier-weight-decay", "-1", ok=False)
+    assert bad.exit_code == 1 and "--classifier-weight-decay must be >= 0" in bad.output
     # The pose input it sees in evaluation is the one it was trained with.
     report = tmp_path / "r.json"
     train_cli("eval", "--checkpoint", tmp_path / "int" / "last.pt", "--data", runs["data"],
@@ -494,3 +498,34 @@ def test_gate_warmup_ramps_lambda_linearly_then_holds_it():
     ramp = [ramped_gate_weight(1.5, 0.5, e, 60) for e in (0.0, 7.5, 15.0, 30.0, 45.0, 59.9)]
     assert ramp == pytest.approx([0.0, 0.375, 0.75, 1.5, 1.5, 1.5])
     assert ramped_gate_weight(1.5, 1.0, 59.0, 60) == pytest.approx(1.5 * 59 / 60)
+
+
+def test_classifier_weight_decay_is_the_classifier_layers_own():
+    from train.config import OptimConfig
+    from train.fit import parameter_groups
+
+    torch.manual_seed(0)
+    net = models.build("integral", 4, 8, appearance_depth=18, pose_depth=18, clip_len=2,
+                       pose_clip_len=2)  # fmt: skip
+    net.freeze_streams()
+    head = {id(p) for p in net.parameters() if p.requires_grad}
+    # Unset: one group, so optimiser states saved before the option existed still resume.
+    (only,) = parameter_groups(net, OptimConfig())
+    assert {id(p) for p in only["params"]} == head and "weight_decay" not in only
+    rest, own = parameter_groups(net, OptimConfig(classifier_weight_decay=0.03))
+    assert {id(p) for p in own["params"]} == {id(p) for p in net.classifier.parameters()}
+    assert own["weight_decay"] == 0.03 and "weight_decay" not in rest
+    assert {id(p) for p in rest["params"]} == head - {id(p) for p in own["params"]}
+    # The decay acts: SGD steps with no loss shrink the classifier alone.
+    opt = torch.optim.SGD(parameter_groups(net, OptimConfig(classifier_weight_decay=1.0)),
+                          lr=0.5, weight_decay=0.0)  # fmt: skip
+    before = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    opt.step()
+    for name, p in net.named_parameters():
+        if name in before:
+            shrunk = name.startswith("classifier.") and before[name].abs().sum() > 0
+            assert torch.equal(p, before[name]) != shrunk, name
+            if shrunk:
+                assert torch.allclose(p, 0.5 * before[name])

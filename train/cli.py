@@ -135,6 +135,11 @@ def main() -> None:
 @click.option("--momentum", type=float, help="SGD momentum." + shown("optim", "momentum"))
 @click.option("--weight-decay", type=float, help="Weight decay." + shown("optim", "weight_decay"))
 @click.option(
+    "--classifier-weight-decay",
+    type=float,
+    help="Weight decay of the final classifier layer.  [default: --weight-decay]",
+)
+@click.option(
     "--batch-size", type=int, help="Clips per step per process.  [default: 32 / processes]"
 )
 @click.option(

@@ -14,7 +14,8 @@ YAML layout (every key optional)::
             gate_norm: none, gate_shape: channel, pretrained: null, init_appearance: null,
             init_pose: null}
     optim: {schedule: kinetics, epochs: null, lr_steps: null, lr: null, momentum: 0.9,
-            weight_decay: 1.0e-4, batch_size: null, gate_warmup: 0.0}
+            weight_decay: 1.0e-4, classifier_weight_decay: null, batch_size: null,
+            gate_warmup: 0.0}
     run:   {out: "", seed: 0, device: auto, precision: auto, channels_last: true,
             val_every: 1, log_every: 20, resume: false, precise_bn: 0, progress: null,
             cache_features: 0, feature_cache: null, feature_dtype: float32,
@@ -188,6 +189,11 @@ class OptimConfig:
     lr: float | None = None  # default: the schedule's
     momentum: float = 0.9  # SGD momentum (paper section 4.1)
     weight_decay: float = 1e-4  # (paper section 4.1)
+    # The final classifier's own weight decay (None: --weight-decay, the paper's). A project
+    # addition: it bounds how far the classifier can scale up what a narrow gate lets through,
+    # so reading the scene takes a wider gate (docs/model.md, "Measured: the classifier's
+    # weight decay").
+    classifier_weight_decay: float | None = None
     batch_size: int | None = None  # per process; default: global 32 / processes (paper 4.1)
     # Stage 2: the fraction of the epochs over which lambda rises linearly from 0 to
     # --gate-weight; 0 (the paper's) applies it in full from the first step.
@@ -434,6 +440,10 @@ def validate(cfg: FitConfig, resumed: bool = False) -> None:
         raise ConfigError(
             f"--gate-warmup is a fraction of the epochs, 0 to 1, got {cfg.optim.gate_warmup}"
         )
+    for name in ("weight_decay", "classifier_weight_decay"):
+        value = getattr(cfg.optim, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if cfg.run.feature_dtype not in ("float32", "float16"):
         raise ConfigError("--feature-dtype must be float32 or float16")
     if cfg.run.cache_features < 0:

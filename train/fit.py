@@ -41,6 +41,7 @@ from .config import (
     PAPER_GLOBAL_BATCH,
     ConfigError,
     FitConfig,
+    OptimConfig,
     config_to_dict,
     resume_config,
     unused_gate_options,
@@ -250,6 +251,28 @@ def ramped_gate_weight(full: float, warmup: float, epochs_done: float, epochs: i
     return full * min(1.0, epochs_done / (warmup * epochs))
 
 
+def parameter_groups(net: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
+    """The trainable parameters as SGD parameter groups: one group (the optimiser's
+    ``weight_decay``) unless ``--classifier-weight-decay`` gives the final classifier its own.
+
+    One group when the option is unset keeps the optimiser state of runs saved before it
+    existed loadable by ``--resume``.
+    """
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    classifier = getattr(net, "classifier", None)
+    if optim.classifier_weight_decay is None or classifier is None:
+        return [{"params": trainable}] if trainable else []
+    own = {id(p) for p in classifier.parameters()}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in own]},
+        {
+            "params": [p for p in trainable if id(p) in own],
+            "weight_decay": optim.classifier_weight_decay,
+        },
+    ]
+    return [g for g in groups if g["params"]]
+
+
 class _Run:
     """State of one fit: model, optimiser, data, logs. Split into steps for readability."""
 
@@ -306,11 +329,11 @@ class _Run:
         self.net.to(dist.device)
         if dist.device.type == "cuda" and cfg.run.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        if not params:
+        groups = parameter_groups(self.net, cfg.optim)
+        if not groups:
             raise ConfigError(f"variant {self.variant} has no trainable parameters here")
         self.optimizer = torch.optim.SGD(
-            params,
+            groups,
             lr=self.schedule.lr,
             momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay,
