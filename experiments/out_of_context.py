@@ -81,7 +81,7 @@ STAGE2 = [
     ("no L_gate", "no_gate_loss", 0.0, "none", None, False, True),
     ("IntegralAction", "integral", 1.5, "none", None, True, True),
     ("IntegralAction", "integral", 5.0, "none", None, True, True),
-    (PAPER_DECAY := "IntegralAction, paper's weight decay on the classifier", "integral", 1.5,
+    (PAPER_DECAY := "IntegralAction, paper's weight decay", "integral", 1.5,
      "none", None, True, False),
     ("IntegralAction, channel gate (official code)", "integral", 1.5, "none", "channel", False,
      True),
@@ -453,8 +453,9 @@ def markdown(records: list[dict], meta: dict) -> str:
         "# In-context / out-of-context experiment (analogue of the paper's Table 4)",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}; {meta['machine']}; wall time {meta['minutes']:.1f} min, CPU "
-        f"time of all processes {meta['cpu_minutes']:.1f} min; load average at the start "
+        f"Date: {meta['date']}; {meta['machine']}; wall time {meta['minutes']:.1f} min"
+        + _invocations(meta["time_per_invocation"])
+        + f", CPU time of all processes {meta['cpu_minutes']:.1f} min; load average at the start "
         f"{meta['load_start']:.1f}, at the end {meta['load_end']:.1f} "
         f"({'shared with other work' if meta['shared'] else 'quiet'}).  ",
         f"Seeds: {', '.join(map(str, meta['seeds']))}; mean ± standard deviation over seeds.",
@@ -1052,6 +1053,15 @@ def _ledger(work: Path, started: float, load_start: float) -> tuple[float, float
                       "load_start": load_start, "load_end": os.getloadavg()[0]})  # fmt: skip
     ledger.write_text(json.dumps(parts) + "\n")
     return minutes, cpu_minutes, parts
+
+
+def _invocations(parts: list[dict]) -> str:
+    """Where the time was spent over several invocations of the script (a resumed run, or rows
+    added to a finished one, which reuse its stage-1 streams): each one's wall time."""
+    if len(parts) < 2:
+        return ""
+    each = " + ".join(f"{p['wall_minutes']:.1f}" for p in parts)
+    return f" over {len(parts)} invocations ({each} min; a later one reuses what an earlier made)"
 
 
 def _val_ceiling(raw: Path) -> dict:

@@ -183,3 +183,28 @@ def test_warmup_eases_the_gate_loss_in(variants):
         variants.train_head(net, feats, run)
         bias[kind] = net.cgb.conv.bias.mean().item()
     assert bias["warmup"] > bias["raw"]
+
+
+def test_run_folders_name_every_stage2_setting_so_old_runs_are_never_reused(variants):
+    import out_of_context as ooc
+
+    tags = {
+        ooc.stage2_tag(
+            variant,
+            lam,
+            norm,
+            shape or "frame",
+            1.0 if ramp else 0.0,
+            ooc.CLASSIFIER_DECAY_STAGE2 if own else None,
+        )
+        for _, variant, lam, norm, shape, ramp, own in ooc.STAGE2
+    }
+    assert len(tags) == len(ooc.STAGE2)  # every row trains in its own folder
+    # A run made before the classifier had its own decay keeps its old name, and is the row
+    # that keeps the paper's single decay; the default run of the variants script is a new one.
+    assert ooc.stage2_tag("integral", 1.5, "none", "frame", 1.0, None) == "integral_1.5_frame_wu1"
+    assert variants.RUN_DIR == "integral_1.5_channel_cwd0.03"
+    assert ooc._invocations([{"wall_minutes": 29.16}]) == ""
+    assert "(29.2 + 10.2 min" in ooc._invocations(
+        [{"wall_minutes": 29.16}, {"wall_minutes": 10.17}]
+    )
