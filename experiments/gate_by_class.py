@@ -1,6 +1,6 @@
 """Where the gate opens, per class group, on the in-context test videos of an experiment run.
 
-    python experiments/gate_by_class.py --work /tmp/integralaction-ooc [--run integral_1.5_frame_wu1]
+    python experiments/gate_by_class.py --work /tmp/integralaction-ooc [--run RUN_FOLDER]
 
 For each seed of an ``experiments/out_of_context.py`` run it reads the IntegralAction (lambda
 1.5) checkpoint (``--run``: the headline frame-gate run, or another stage-2 run folder) and the
@@ -118,7 +118,11 @@ def main() -> None:
     torch.set_num_threads(1)
     for seed_dir in sorted(args.work.glob("seed*")):
         if not (seed_dir / args.run / "last.pt").is_file():
-            raise SystemExit(f"error: {seed_dir / args.run / 'last.pt'} not found (--run?)")
+            runs = sorted(p.parent.name for p in seed_dir.glob("integral_*/last.pt"))
+            raise SystemExit(
+                f"error: {seed_dir / args.run / 'last.pt'} not found; --run is one of the seed's "
+                f"stage-2 runs: {', '.join(runs) or 'none'}"
+            )
         probe(seed_dir, args.run)
 
 

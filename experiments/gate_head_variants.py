@@ -18,7 +18,8 @@ the head's layers):
   while the rest stay shut.
 - ``warmup=F``: L_gate's weight ramped up from 0 over the first fraction F of the epochs
   (``--gate-warmup F``), so the classifier learns to read the scene before L_gate shuts the gate.
-- ``wd=X``: weight decay X on the head.
+- ``wd=X``: weight decay X on the whole head, the classifier included (also where the run gave
+  the classifier its own).
 - ``centered=EPS``: the gate reads ``(F_P - mean_c F_P) / (sd_c F_P + EPS)``, each frame's pose
   features centred and scaled over channels. EPS = 0 is a layer norm without affine. A larger EPS
   leaves a hidden person's near-zero F_P near zero, so its gate stays at sigmoid(bias).
@@ -195,6 +196,8 @@ def with_variant(settings: dict, kind: str, value: float) -> dict:
         "gate-loss-only": True,
         "gate-loss-bias-only": True,
     }.get(kind, value)
+    if kind == "wd":  # the whole head, the classifier too (a later wd-classifier=X overrides)
+        changed["optim"]["classifier_weight_decay"] = None
     return changed
 
 
@@ -335,7 +338,11 @@ def main() -> None:
         seed_dir = args.work / f"seed{seed}"
         config = seed_dir / args.run / "config.json"
         if not config.is_file():
-            raise SystemExit(f"error: {config} not found: is --work an out_of_context.py run?")
+            runs = sorted(p.parent.name for p in seed_dir.glob("integral_*/config.json"))
+            raise SystemExit(
+                f"error: {config} not found: is --work an out_of_context.py run, and --run one "
+                f"of its stage-2 runs ({', '.join(runs) or 'none in ' + str(seed_dir)})?"
+            )
         settings = json.loads(config.read_text())
         train_views = load_features(seed_dir / "features", settings["run"]["cache_features"])
         test = {p: load_features(seed_dir / f"eval_features_{p}") for p in ("in", "out")}

@@ -131,9 +131,16 @@ def test_schedule_variants_change_their_own_setting_only(variants):
         result = variants.with_variant(original, kind, value)
         assert result[section][key] == expected
         assert type(result[section][key]) is type(expected)
-        others = {k: v for k, v in result[section].items() if k != key}
-        assert others == {k: v for k, v in kept[section].items() if k != key}
+        # wd=X is the whole head's: it also takes back a classifier decay of the run's own.
+        also = {"classifier_weight_decay"} if kind == "wd" else set()
+        others = {k: v for k, v in result[section].items() if k not in {key} | also}
+        assert others == {k: v for k, v in kept[section].items() if k not in {key} | also}
     assert original == kept  # the run's settings are not modified
+    own = copy.deepcopy(original)
+    own["optim"]["classifier_weight_decay"] = 0.03
+    assert variants.with_variant(own, "wd", 0.01)["optim"]["classifier_weight_decay"] is None
+    both = variants.with_variant(variants.with_variant(own, "wd", 0.01), "wd-classifier", 0.1)
+    assert both["optim"]["classifier_weight_decay"] == 0.1 and own["optim"]["weight_decay"] == 1e-4
     assert variants.with_variant(original, "centered", 0.3) is original
 
 

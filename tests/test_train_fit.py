@@ -367,6 +367,14 @@ def test_resume_keeps_the_runs_settings_and_refuses_other_ones(runs, tmp_path):
     assert config["optim"]["epochs"] == 1 and config["clips"]["input_size"] == 32
     assert config["data"]["max_read_error_fraction"] == 0.2  # a free setting, as given
     assert config["run"]["progress"] is False  # not given: the run's --no-progress
+    # A run saved before a setting existed trained with its default: another value is refused
+    # (before the optimiser state, whose parameter groups would not match, is loaded).
+    del config["optim"]["classifier_weight_decay"]
+    (run / "config.json").write_text(json.dumps(config))
+    newer = train_cli(*base, "--classifier-weight-decay", "0.03", ok=False)
+    assert "--classifier-weight-decay 0.03 (the run: unset)" in one_line_error(newer)
+    again = train_cli(*base, "--workers", "0")
+    assert f"the run in {run} has trained all its 1 epochs" in again.output
 
 
 def test_precise_bn_averages_batch_statistics_and_spares_frozen_layers():

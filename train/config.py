@@ -541,9 +541,10 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
     for section in SECTIONS:
         ours, theirs = getattr(merged, section), saved.get(section) or {}
         for f in dataclasses.fields(ours):
-            if f.name not in theirs or (section, f.name) in RESUME_FROM_COMMAND:
+            if (section, f.name) in RESUME_FROM_COMMAND:
                 continue
-            mine, run = getattr(ours, f.name), theirs[f.name]
+            # A setting added after the run was saved: the run trained with its default.
+            mine, run = getattr(ours, f.name), theirs.get(f.name, _field_default(f))
             derived = _derived(section, f.name, saved, cfg.stage) if run is None else None
             if derived is not None and mine == derived:
                 continue  # the value the run derived (e.g. its schedule's lr), given explicitly
@@ -560,6 +561,12 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
         )
     validate(merged, resumed=True)
     return merged
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _derived(section: str, name: str, saved: dict[str, Any], stage: str) -> Any:
