@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 # The script's folder is on sys.path: the experiment's own class groups, not a copy.
-from out_of_context import CLASSIFIER_DECAY_STAGE2, stage2_tag
+from out_of_context import CLASSIFIER_DECAY_STAGE2, missing_run, stage2_tag
 from out_of_context import MOTION_ONLY_CLASSES as MOTION_ONLY
 from out_of_context import SCENE_ONLY_CLASSES as SCENE_ONLY
 
@@ -118,11 +118,7 @@ def main() -> None:
     torch.set_num_threads(1)
     for seed_dir in sorted(args.work.glob("seed*")):
         if not (seed_dir / args.run / "last.pt").is_file():
-            runs = sorted(p.parent.name for p in seed_dir.glob("integral_*/last.pt"))
-            raise SystemExit(
-                f"error: {seed_dir / args.run / 'last.pt'} not found; --run is one of the seed's "
-                f"stage-2 runs: {', '.join(runs) or 'none'}"
-            )
+            raise missing_run(seed_dir, args.run, "last.pt")
         probe(seed_dir, args.run)
 
 

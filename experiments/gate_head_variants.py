@@ -61,7 +61,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from out_of_context import CLASSIFIER_DECAY_STAGE2, stage2_tag
+from out_of_context import CLASSIFIER_DECAY_STAGE2, missing_run, stage2_tag
 from out_of_context import MOTION_ONLY_CLASSES as MOTION_ONLY
 from out_of_context import SCENE_ONLY_CLASSES as SCENE_ONLY
 from torch import Tensor, nn
@@ -338,11 +338,7 @@ def main() -> None:
         seed_dir = args.work / f"seed{seed}"
         config = seed_dir / args.run / "config.json"
         if not config.is_file():
-            runs = sorted(p.parent.name for p in seed_dir.glob("integral_*/config.json"))
-            raise SystemExit(
-                f"error: {config} not found: is --work an out_of_context.py run, and --run one "
-                f"of its stage-2 runs ({', '.join(runs) or 'none in ' + str(seed_dir)})?"
-            )
+            raise missing_run(seed_dir, args.run, "config.json")
         settings = json.loads(config.read_text())
         train_views = load_features(seed_dir / "features", settings["run"]["cache_features"])
         test = {p: load_features(seed_dir / f"eval_features_{p}") for p in ("in", "out")}

@@ -108,6 +108,16 @@ def stage2_tag(
     return tag + (f"_cwd{classifier_decay:g}" if classifier_decay is not None else "")
 
 
+def missing_run(seed_dir: Path, run: str, file: str) -> SystemExit:
+    """The error of the analysis scripts when ``--run`` names no stage-2 run of the seed: which
+    run folders there are (their names change with the settings, ``stage2_tag``)."""
+    runs = sorted(p.parent.name for p in seed_dir.glob(f"integral_*/{file}"))
+    return SystemExit(
+        f"error: {seed_dir / run / file} not found: is --work an out_of_context.py run, and --run "
+        f"one of its stage-2 runs ({', '.join(runs) or 'none in ' + str(seed_dir)})?"
+    )
+
+
 def run(tool: str, *args: str, log: Path) -> None:
     cmd = [str(BIN / tool), *map(str, args)]
     with open(log, "a") as f:

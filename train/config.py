@@ -540,11 +540,12 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
     changed = []
     for section in SECTIONS:
         ours, theirs = getattr(merged, section), saved.get(section) or {}
+        defaults = SECTIONS[section]()
         for f in dataclasses.fields(ours):
             if (section, f.name) in RESUME_FROM_COMMAND:
                 continue
             # A setting added after the run was saved: the run trained with its default.
-            mine, run = getattr(ours, f.name), theirs.get(f.name, _field_default(f))
+            mine, run = getattr(ours, f.name), theirs.get(f.name, getattr(defaults, f.name))
             derived = _derived(section, f.name, saved, cfg.stage) if run is None else None
             if derived is not None and mine == derived:
                 continue  # the value the run derived (e.g. its schedule's lr), given explicitly
@@ -561,12 +562,6 @@ def resume_config(cfg: FitConfig, saved: dict[str, Any], where: str) -> FitConfi
         )
     validate(merged, resumed=True)
     return merged
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _derived(section: str, name: str, saved: dict[str, Any], stage: str) -> Any:
